@@ -203,3 +203,26 @@ class WindowResult:
             "error": self.error,
             "notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One Parquet part of a staged table (``name`` is the file name inside the table's directory)."""
+
+    name: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StagedTable:
+    """What a window staged for one table: the engine, the manifest and the Snowflake sink read it."""
+
+    table: TableSchema
+    stage_dir: str  # table.stage_dir
+    files: tuple[StagedFile, ...]
+    rows: int
+    ops: dict[str, int]  # {"I": n, "U": n, "D": n, "T": n}: source changes, not emitted rows
+    truncate: tuple[int, int] | None  # (commit LSN as int, seq) of the table's last truncate
+    columns_as_text: tuple[str, ...]  # columns that travel as text: no exact mapping exists

@@ -1,0 +1,410 @@
+"""The window's writer: decoded changes -> typed Arrow columns -> zstd Parquet parts in a spool dir.
+
+Each table's rows are buffered column by column (plain Python lists) and converted and written
+as a part as soon as ``part_max_rows`` rows are waiting, so a large window never sits in memory.
+Every row carries the metadata columns the MERGE orders by: ``_CDC_LSN`` (commit LSN of its
+transaction), ``_CDC_SEQ`` (one counter for the whole window, in stream order), ``_CDC_OP``,
+``_CDC_COMMIT_TS`` and ``_CDC_UNCHANGED`` (``",3,7,"``: attnums an update left out because their
+TOASTed value did not change; the target keeps them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cdc.errors import DecodeError, SchemaError
+from cdc.model import Change, Column, Lsn, StagedFile, StagedTable, TableSchema
+from cdc.typemap import TypeMapping, column_mapping
+
+__all__ = ["META_COLUMNS", "StagedFile", "StagedTable", "WindowWriter", "part_name"]
+
+log = logging.getLogger(__name__)
+
+COMMIT_TS_TYPE = pa.timestamp("us", tz="UTC")
+META_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("_CDC_LSN", pa.int64()),
+    ("_CDC_SEQ", pa.int64()),
+    ("_CDC_OP", pa.string()),
+    ("_CDC_COMMIT_TS", COMMIT_TS_TYPE),
+    ("_CDC_UNCHANGED", pa.string()),
+)
+_CONVERT_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
+_UNREPRESENTABLE = re.compile(r"^[+-]?infinity$|\sBC$", re.IGNORECASE)
+_SHOWN = 80
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+class _BadValue(Exception):
+    """Internal: one value a column cannot hold; the message says why."""
+
+
+class _TableBuffer:
+    """Rows of one table waiting to be written, plus what the window did to the table."""
+
+    def __init__(self, table: TableSchema, spool_dir: Path) -> None:
+        if not table.key:
+            raise SchemaError(
+                f"table {table.qualified} has no primary key: changes cannot be merged by key. "
+                "Add a primary key or exclude the table from replication."
+            )
+        self.table = table
+        self.mappings = [column_mapping(col) for col in table.columns]
+        self.index = {col.name: i for i, col in enumerate(table.columns)}
+        for key in table.key:
+            if key not in self.index:
+                raise SchemaError(f"table {table.qualified}: key column {key!r} is not among its columns")
+        self.dir = spool_dir / table.stage_dir
+        self.schema = pa.schema(
+            [
+                pa.field(col.stage_name, m.arrow, metadata={"pg_name": col.name, "pg_type": col.type_name})
+                for col, m in zip(table.columns, self.mappings, strict=True)
+            ]
+            + [pa.field(name, typ) for name, typ in META_COLUMNS],
+            metadata={"pg_schema": table.schema, "pg_table": table.name},
+        )
+        self.values: list[list[Any]] = [[] for _ in table.columns]
+        self.meta: list[list[Any]] = [[] for _ in META_COLUMNS]
+        self.files: list[StagedFile] = []
+        self.rows = 0
+        self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}
+        self.truncate: tuple[int, int] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.meta[0])
+
+    def check_known(self, names: dict[str, Any], what: str) -> None:
+        for name in names:
+            if name not in self.index:
+                raise SchemaError(
+                    f"table {self.table.qualified}: the change's {what} has column {name!r}, which the "
+                    "replicated table schema does not know (a column was added or renamed; schema "
+                    "evolution is not supported yet: re-snapshot the table)"
+                )
+
+    def append(self, row: list[Any], meta: tuple[int, int, str, str, str | None]) -> None:
+        for column, value in zip(self.values, row, strict=True):
+            column.append(value)
+        for column, value in zip(self.meta, meta, strict=True):
+            column.append(value)
+        self.rows += 1
+
+    def flush(self) -> StagedFile | None:
+        if not self.pending:
+            return None
+        arrays: list[pa.Array] = []
+        for i, (col, mapping) in enumerate(zip(self.table.columns, self.mappings, strict=True)):
+            arrays.append(_convert(self.table, col, mapping, self.values[i]))
+            self.values[i] = []
+        lsns, seqs, ops, stamps, unchanged = self.meta
+        arrays += [
+            pa.array(lsns, pa.int64()),
+            pa.array(seqs, pa.int64()),
+            pa.array(ops, pa.string()),
+            _commit_ts(self.table, stamps),
+            pa.array(unchanged, pa.string()),
+        ]
+        self.meta = [[] for _ in META_COLUMNS]
+        data = pa.Table.from_arrays(arrays, schema=self.schema)
+        name = part_name(len(self.files))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / name
+        pq.write_table(data, path, compression="zstd")
+        size, digest = _digest(path)
+        staged = StagedFile(name=name, rows=data.num_rows, bytes=size, sha256=digest)
+        self.files.append(staged)
+        return staged
+
+    def staged(self) -> StagedTable:
+        return StagedTable(
+            table=self.table,
+            stage_dir=self.table.stage_dir,
+            files=tuple(self.files),
+            rows=self.rows,
+            ops=dict(self.ops),
+            truncate=self.truncate,
+            columns_as_text=tuple(
+                col.name for col, m in zip(self.table.columns, self.mappings, strict=True) if not m.exact
+            ),
+        )
+
+
+class WindowWriter:
+    """Collects one window's changes and writes them as Parquet parts under ``spool_dir``."""
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        schema_for: Callable[[str, str], TableSchema],
+        part_max_rows: int = 50_000,
+    ) -> None:
+        if part_max_rows < 1:
+            raise ValueError(f"part_max_rows must be at least 1, got {part_max_rows}")
+        self._spool_dir = Path(spool_dir)
+        self._schema_for = schema_for
+        self._part_max_rows = part_max_rows
+        self._tables: dict[tuple[str, str], _TableBuffer] = {}
+        self._seq = 0
+        self._rows = 0
+        self._bytes = 0
+        self._result: list[StagedTable] | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows emitted so far (a primary-key change emits two)."""
+        return self._rows
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the Parquet parts written so far."""
+        return self._bytes
+
+    def add(self, change: Change, commit_lsn: Lsn, commit_ts: str) -> None:
+        """Add one change of the transaction that commits at ``commit_lsn``, in stream order."""
+        if self._result is not None:
+            raise RuntimeError("WindowWriter.add() after close()")
+        buf = self._buffer(change.schema, change.table)
+        lsn = commit_lsn.value
+        if change.op == "T":
+            buf.truncate = (lsn, self._seq)
+            self._seq += 1
+        elif change.op == "I":
+            values = _values(change, "values", buf)
+            missing = [col.name for col in buf.table.columns if col.name not in values]
+            if missing:
+                raise SchemaError(
+                    f"table {buf.table.qualified}: an insert at LSN {change.lsn} lacks columns {missing} "
+                    "that the replicated table schema has (schema evolution is not supported yet: "
+                    "re-snapshot the table)"
+                )
+            self._emit(buf, _row(buf, values), lsn, "I", commit_ts, None)
+        elif change.op == "U":
+            identity = _values(change, "identity", buf)
+            old = dict(zip(buf.table.key, _key(buf, identity, change), strict=True))
+            # a key column the update left out (an unchanged TOASTed key) still has the old value
+            values = old | _values(change, "values", buf)
+            if any(values[k] != v for k, v in old.items()):
+                self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
+            omitted = [col.attnum for col in buf.table.columns if col.name not in values]
+            unchanged = "," + "".join(f"{attnum}," for attnum in omitted) if omitted else None
+            self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged)
+        elif change.op == "D":
+            old = dict(zip(buf.table.key, _key(buf, _values(change, "identity", buf), change), strict=True))
+            self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
+        else:
+            raise DecodeError(f"table {buf.table.qualified}: unknown change operation {change.op!r}")
+        buf.ops[change.op] += 1
+
+    def close(self) -> list[StagedTable]:
+        """Write what is still buffered; return one ``StagedTable`` per table the window touched."""
+        if self._result is None:
+            for buf in self._tables.values():
+                self._flush(buf)
+            self._result = [buf.staged() for buf in self._tables.values()]
+        return list(self._result)
+
+    def _buffer(self, schema: str, table: str) -> _TableBuffer:
+        buf = self._tables.get((schema, table))
+        if buf is None:
+            buf = _TableBuffer(self._schema_for(schema, table), self._spool_dir)
+            for col, mapping in zip(buf.table.columns, buf.mappings, strict=True):
+                if mapping.kind == "text":
+                    log.warning(
+                        "table %s column %r (type %s) has no exact Arrow/Snowflake mapping: it travels "
+                        "as its PostgreSQL text form",
+                        buf.table.qualified,
+                        col.name,
+                        col.type_name,
+                        extra={"table": buf.table.qualified, "column": col.name, "pg_type": col.type_name},
+                    )
+            self._tables[(schema, table)] = buf
+        return buf
+
+    def _emit(
+        self, buf: _TableBuffer, row: list[Any], lsn: int, op: str, ts: str, unchanged: str | None
+    ) -> None:
+        buf.append(row, (lsn, self._seq, op, ts, unchanged))
+        self._seq += 1
+        self._rows += 1
+        if buf.pending >= self._part_max_rows:
+            self._flush(buf)
+
+    def _flush(self, buf: _TableBuffer) -> None:
+        staged = buf.flush()
+        if staged is not None:
+            self._bytes += staged.bytes
+
+
+def _values(change: Change, what: str, buf: _TableBuffer) -> dict[str, Any]:
+    values = change.values if what == "values" else change.identity
+    if values is None:
+        op = {"I": "insert", "U": "update", "D": "delete"}.get(change.op, change.op)
+        raise DecodeError(
+            f"table {buf.table.qualified}: {op} at LSN {change.lsn} has no {what}; the table needs a "
+            "primary key (or REPLICA IDENTITY) and the slot the pipeline's wal2json options"
+        )
+    buf.check_known(values, what)
+    return values
+
+
+def _key(buf: _TableBuffer, values: dict[str, Any], change: Change) -> list[Any]:
+    missing = [k for k in buf.table.key if k not in values]
+    if missing:
+        raise DecodeError(
+            f"table {buf.table.qualified}: the identity (old key) of the change at LSN {change.lsn} "
+            f"lacks key column(s) {missing} (key {list(buf.table.key)}); check the table's primary key "
+            "and REPLICA IDENTITY"
+        )
+    return [values[k] for k in buf.table.key]
+
+
+def _row(buf: _TableBuffer, values: dict[str, Any]) -> list[Any]:
+    row: list[Any] = [None] * len(buf.table.columns)
+    for name, value in values.items():
+        row[buf.index[name]] = value
+    return row
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+# --- value conversion, column by column ---------------------------------------------------------
+
+
+def _int(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadValue("is not an integer")
+    return value
+
+
+def _bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise _BadValue("is not a boolean")
+    return value
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _BadValue("is not a number")
+
+
+def _any_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _temporal_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _BadValue("is not text")
+    if _UNREPRESENTABLE.search(value):
+        raise _BadValue("cannot be represented yet ('infinity' and BC dates are not supported)")
+    return value
+
+
+def _hex(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise _BadValue("is not hex text")
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise _BadValue("is not hex text (wal2json sends bytea as hex without the \\x prefix)") from exc
+
+
+_PREPARE: dict[str, tuple[Callable[[Any], Any], bool]] = {
+    # kind -> (per-value preparation, whether the prepared text is then cast to the Arrow type)
+    "int": (_int, False),
+    "bool": (_bool, False),
+    "float": (_number_text, True),
+    "decimal": (_number_text, True),
+    "string": (_any_text, False),
+    "json": (_any_text, False),
+    "uuid": (_any_text, False),
+    "text": (_any_text, False),
+    "date": (_temporal_text, True),
+    "timestamp": (_temporal_text, True),
+    "timestamptz": (_temporal_text, True),
+    "bytes": (_hex, False),
+}
+
+
+def _convert(table: TableSchema, column: Column, mapping: TypeMapping, values: list[Any]) -> pa.Array:
+    prepare, cast = _PREPARE[mapping.kind]
+
+    def fail(value: Any, reason: str) -> DecodeError:
+        return DecodeError(
+            f"table {table.qualified} column {column.name!r} ({column.type_name}): value {_shown(value)} "
+            f"{reason}; it cannot be staged as Arrow {mapping.arrow}"
+        )
+
+    prepared: list[Any] = []
+    for value in values:
+        if value is None:
+            prepared.append(None)
+            continue
+        try:
+            prepared.append(prepare(value))
+        except _BadValue as exc:
+            raise fail(value, str(exc)) from exc
+
+    def build(items: list[Any]) -> pa.Array:
+        if cast:
+            return pa.array(items, pa.string()).cast(mapping.arrow)
+        return pa.array(items, mapping.arrow)
+
+    try:
+        return build(prepared)
+    except _CONVERT_ERRORS as exc:
+        for original, item in zip(values, prepared, strict=True):
+            try:
+                build([item])
+            except _CONVERT_ERRORS as one:
+                raise fail(original, f"does not fit ({one})") from one
+        raise DecodeError(
+            f"table {table.qualified} column {column.name!r} ({column.type_name}): cannot convert the "
+            f"column to Arrow {mapping.arrow}: {exc}"
+        ) from exc
+
+
+def _commit_ts(table: TableSchema, stamps: list[str]) -> pa.Array:
+    try:
+        return pa.array(stamps, pa.string()).cast(COMMIT_TS_TYPE)
+    except _CONVERT_ERRORS as exc:
+        raise DecodeError(
+            f"table {table.qualified}: a commit timestamp is not in PostgreSQL's form "
+            f"'2026-11-29 07:02:32.502865+00' ({exc}); first one: {_shown(stamps[0])}"
+        ) from exc
