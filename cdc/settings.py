@@ -173,6 +173,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
         raw = {f.name: getattr(self, f.name) for f in FIELDS}
+        if "pipeline" in changes and "source_slot" not in changes and self.source_slot == default_slot(
+            self.pipeline
+        ):
+            raw["source_slot"] = None  # the slot follows the pipeline unless it was set explicitly
         raw.update(changes)
         return _build({k: v for k, v in raw.items() if v is not None})
 
@@ -192,15 +196,20 @@ def load(
         if f.env in env and env[f.env] != "":
             raw[f.name] = env[f.env]
     if overrides:
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-    if problems:
-        raise ConfigError(problems)
-    return _build(raw)
+        for key in overrides:
+            if key not in _BY_NAME:
+                problems.append(f"unknown setting {key!r}")
+        raw.update({k: v for k, v in overrides.items() if v is not None and k in _BY_NAME})
+    return _build(raw, problems)
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """The Lambda's settings: environment variables only."""
     return load(None, env)
+
+
+def default_slot(pipeline: str) -> str:
+    return ("cdc_" + re.sub(r"[^a-z0-9_]", "_", pipeline))[:63]
 
 
 def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -228,7 +237,7 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
 def _convert(f: Field, value: Any, problems: list[str]) -> Any:
     where = f"{f.name} ({f.env})"
     if f.kind == "int":
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             problems.append(f"{where}: expected a whole number, got {value!r}")
             return None
         try:
@@ -258,8 +267,8 @@ def _convert(f: Field, value: Any, problems: list[str]) -> Any:
     return text
 
 
-def _build(raw: Mapping[str, Any]) -> Settings:
-    problems: list[str] = []
+def _build(raw: Mapping[str, Any], earlier: list[str] | None = None) -> Settings:
+    problems: list[str] = list(earlier or [])
     values: dict[str, Any] = {}
     for f in FIELDS:
         value = raw.get(f.name)
@@ -271,10 +280,10 @@ def _build(raw: Mapping[str, Any]) -> Settings:
         values[f.name] = _convert(f, value, problems)
 
     pipeline = values.get("pipeline")
-    if isinstance(pipeline, str) and not _PIPELINE.match(pipeline):
+    if isinstance(pipeline, str) and not _PIPELINE.fullmatch(pipeline):
         problems.append(f"pipeline (CDC_PIPELINE): {pipeline!r} must match [a-z0-9][a-z0-9_-]{{0,47}}")
     if not values.get("source_slot") and isinstance(pipeline, str):
-        values["source_slot"] = "cdc_" + re.sub(r"[^a-z0-9_]", "_", pipeline)
+        values["source_slot"] = default_slot(pipeline)
     slot = values.get("source_slot")
     if isinstance(slot, str) and not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
         problems.append(f"source_slot (CDC_SOURCE_SLOT): {slot!r} must be 1-63 of [a-z0-9_]")
@@ -288,7 +297,7 @@ def _build(raw: Mapping[str, Any]) -> Settings:
             if not parsed.netloc:
                 problems.append(f"stage_url (CDC_STAGE_URL): {stage_url!r} names no bucket")
         elif parsed.scheme == "file":
-            if not parsed.path.startswith("/"):
+            if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
                 problems.append(f"stage_url (CDC_STAGE_URL): {stage_url!r} must be an absolute path")
         else:
             problems.append(f"stage_url (CDC_STAGE_URL): {stage_url!r} must start with s3:// or file://")
