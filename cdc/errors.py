@@ -92,3 +92,7 @@ class SecretsError(PermanentError):
 
 class SecretsUnavailable(TransientError):
     """Vault could not be reached."""
+
+
+class CheckpointError(PermanentError):
+    """The checkpoint store is misconfigured (missing table, no permission)."""

@@ -1,0 +1,87 @@
+"""Builds a ready engine from settings: the one place that turns configuration into clients.
+
+The Lambda handler and the CLI both call ``build_engine``; tests call it with settings that point
+at the embedded local stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from cdc.checkpoint import CheckpointStore
+from cdc.engine import Engine
+from cdc.logs import register_secret
+from cdc.secrets import VaultSecrets
+from cdc.settings import Settings
+from cdc.snowflake.sink import SnowflakeSink
+from cdc.source.slot import PostgresSource
+from cdc.stage import open_stage
+
+_AWS_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+
+
+def aws_client(settings: Settings, service: str) -> Any:
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        region_name=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=_AWS_CONFIG,
+    )
+
+
+def source_params(settings: Settings, secrets: VaultSecrets) -> dict[str, Any]:
+    creds = secrets.source_credentials()
+    password = creds.password.reveal() if creds.password else None
+    if password:
+        register_secret(password)
+    params: dict[str, Any] = {
+        "host": settings.source_host,
+        "port": settings.source_port,
+        "dbname": settings.source_database,
+        "user": creds.user,
+        "password": password,
+        "sslmode": settings.source_sslmode,
+        "connect_timeout": settings.source_connect_timeout_s,
+        "application_name": f"cdc-{settings.pipeline}",
+    }
+    if settings.source_sslrootcert:
+        params["sslrootcert"] = settings.source_sslrootcert
+    return params
+
+
+def build_source(settings: Settings, secrets: VaultSecrets) -> PostgresSource:
+    return PostgresSource(source_params(settings, secrets), settings.source_slot, settings.source_tables)
+
+
+def build_sink(settings: Settings, secrets: VaultSecrets) -> SnowflakeSink:
+    creds = secrets.snowflake_credentials()
+    password = creds.password.reveal() if creds.password else ""
+    register_secret(password)
+    return SnowflakeSink.connect(settings, creds.user, password)
+
+
+def build_engine(
+    settings: Settings,
+    secrets: VaultSecrets | None = None,
+    time_left: Callable[[], float] | None = None,
+) -> Engine:
+    """An engine wired to the real clients. Secrets are read here; databases connect when needed."""
+    if secrets is None:
+        secrets = VaultSecrets.from_settings(settings)
+    if settings.vault_token:
+        register_secret(settings.vault_token.reveal())
+    if settings.vault_secret_id:
+        register_secret(settings.vault_secret_id.reveal())
+    s3 = aws_client(settings, "s3") if settings.stage_url.startswith("s3://") else None
+    return Engine(
+        settings,
+        source=build_source(settings, secrets),
+        sink_factory=lambda: build_sink(settings, secrets),
+        stage=open_stage(settings.stage_url, s3),
+        store=CheckpointStore(aws_client(settings, "dynamodb"), settings.checkpoint_table, settings.pipeline),
+        time_left=time_left,
+    )

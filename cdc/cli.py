@@ -1,0 +1,128 @@
+"""The ``cdc`` command line. ``--json`` prints one JSON object on stdout; human output goes to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cdc import settings as settings_mod
+from cdc.errors import CdcError, ConfigError
+from cdc.logs import setup_logging
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    else:
+        sys.stderr.write(human.rstrip() + "\n")
+
+
+def _load(args: argparse.Namespace) -> settings_mod.Settings:
+    settings = settings_mod.load(args.config)
+    setup_logging(settings.log_level, "json" if args.json else "text")
+    return settings
+
+
+def cmd_devstack(args: argparse.Namespace) -> int:
+    from cdc import devstack
+
+    directory = Path(args.dir).resolve()
+    if args.action == "up":
+        env = devstack.up(directory)
+        _emit(args, env, f"devstack running in {directory}\nconfig: {env['config']}")
+    elif args.action == "env":
+        env = devstack.env(directory)
+        _emit(args, env, "\n".join(f"{k} = {v}" for k, v in env.items()))
+    else:
+        devstack.down(directory)
+        _emit(args, {"dir": str(directory), "stopped": True}, f"devstack in {directory} stopped")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from cdc.app import build_engine
+
+    settings = _load(args)
+    engine = build_engine(settings)
+    try:
+        while True:
+            result = engine.run_window()
+            _emit(args, result.as_dict(), _describe(result.as_dict()))
+            if not args.until_caught_up or result.status in ("failed", "lease_held") or result.caught_up:
+                break
+    finally:
+        engine.close()
+    return 1 if result.status == "failed" else 0
+
+
+def _describe(r: dict[str, Any]) -> str:
+    head = f"window {r['window_id']}: {r['status']}"
+    if r["status"] == "failed":
+        return f"{head}\n  {r['error']['class']}: {r['error']['message']}"
+    lines = [
+        f"{head}  {r['start_lsn']} -> {r['end_lsn']}  {r['transactions']} txns, "
+        f"{r['changes']} changes in {r['duration_s']:.2f}s ({r['stop_reason']})"
+    ]
+    for table, ops in sorted(r["tables"].items()):
+        lines.append(f"  {table}: " + ", ".join(f"{k}={v}" for k, v in ops.items() if v))
+    lines += [f"  note: {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cdc.status import pipeline_status
+
+    settings = _load(args)
+    status = pipeline_status(settings)
+    _emit(args, status, "\n".join(f"{k:>22}: {v}" for k, v in status.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("devstack", help="embedded local stack: PostgreSQL, moto, fakesnow, OpenBao")
+    dev.add_argument("action", choices=("up", "env", "down"))
+    dev.add_argument("--dir", required=True, help="directory holding the stack's data, logs and cdc.toml")
+    dev.add_argument("--json", action="store_true")
+    dev.set_defaults(func=cmd_devstack)
+
+    sync = sub.add_parser("sync", help="run one window (or windows until caught up)")
+    sync.add_argument("--config", required=True)
+    sync.add_argument("--json", action="store_true")
+    sync.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="repeat windows until the slot has nothing more to give",
+    )
+    sync.set_defaults(func=cmd_sync)
+
+    status = sub.add_parser("status", help="checkpoint, slot state and lag")
+    status.add_argument("--config", required=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _emit(args, {"error": {"class": "ConfigError", "problems": exc.problems}}, str(exc))
+        return 2
+    except CdcError as exc:
+        _emit(
+            args,
+            {"error": {"class": type(exc).__name__, "message": str(exc)}},
+            f"{type(exc).__name__}: {exc}",
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

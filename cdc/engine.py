@@ -1,0 +1,360 @@
+"""One window of the pipeline: lease, checkpoint, read, stage, apply, checkpoint, confirm.
+
+The engine composes the outside systems through small protocols and keeps every invariant in
+one place: the checkpoint never moves past what Snowflake committed, and the slot is never
+confirmed past the checkpoint. A crash between any two steps is harmless because the next run
+re-reads from the checkpoint and the MERGE ignores changes the target already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from cdc.batch import StagedTable, WindowWriter
+from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
+from cdc.errors import CdcError, LeaseHeld, SchemaError, SlotMissing, SourceError, TransientError
+from cdc.logs import WindowLog
+from cdc.model import Begin, Change, Commit, Lsn, Message, TableSchema, WindowResult
+from cdc.settings import Settings
+from cdc.source.catalog import Catalog
+from cdc.source.slot import SlotInfo, StreamPosition
+from cdc.stage import Stage, build_manifest, window_prefix, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    slot: str
+
+    def catalog(self) -> Catalog: ...
+    def current_wal_lsn(self) -> Lsn: ...
+    def slot_info(self) -> SlotInfo | None: ...
+    def create_slot(self) -> SlotInfo: ...
+    def stream(
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+    ) -> Iterator[tuple[Message, int]]: ...
+    def confirm(self, lsn: Lsn) -> None: ...
+
+
+class Sink(Protocol):
+    def ensure_table(self, table: TableSchema) -> None: ...
+    def apply(
+        self,
+        table: TableSchema,
+        rel_path: str,
+        *,
+        window_id: str,
+        max_lsn: int,
+        truncate: tuple[int, int] | None,
+    ) -> Any: ...
+
+
+@dataclass
+class WindowRead:
+    """What the read step produced."""
+
+    staged: list[StagedTable]
+    end: Lsn  # restart position after this window
+    last_commit_lsn: Lsn | None
+    transactions: int
+    changes: int
+    stop_reason: str
+    caught_up: bool
+    skipped_tables: set[str] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: Source,
+        sink_factory: Callable[[], Sink],
+        stage: Stage,
+        store: CheckpointStore,
+        time_left: Callable[[], float] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self._sink_factory = sink_factory
+        self._sink: Sink | None = None
+        self.stage = stage
+        self.store = store
+        self._time_left = time_left
+        self.owner = owner or f"cdc-{uuid.uuid4().hex[:12]}"
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            self._sink = self._sink_factory()
+        return self._sink
+
+    def close(self) -> None:
+        """Close the connections this engine opened."""
+        close_source = getattr(self.source, "close", None)
+        if close_source is not None:
+            close_source()
+        if self._sink is not None:
+            close_sink = getattr(self._sink, "close", None)
+            if close_sink is not None:
+                close_sink()
+            self._sink = None
+
+    def budget_s(self) -> float:
+        """Seconds this window may spend reading: the Lambda's remaining time minus the margin."""
+        budget = float(self.settings.window_max_seconds)
+        if self._time_left is not None:
+            budget = min(budget, self._time_left() - self.settings.window_safety_margin_s)
+        return max(budget, 0.0)
+
+    def run_window(self) -> WindowResult:
+        started = time.monotonic()
+        window_id = uuid.uuid4().hex[:16]
+        wlog = WindowLog(log, {"pipeline": self.settings.pipeline, "window_id": window_id})
+        try:
+            lease = self.store.acquire_lease(self.owner, self.settings.lease_ttl_s)
+        except LeaseHeld as held:
+            wlog.info("lease held by another run; nothing to do", extra={"owner": held.owner})
+            return WindowResult(self.settings.pipeline, window_id, "lease_held", notes=(str(held),))
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=stop_after_attempt(3),
+                wait=wait_exponential_jitter(initial=1, max=20),
+                reraise=True,
+            ):
+                with attempt:
+                    n = attempt.retry_state.attempt_number
+                    if n > 1:
+                        wlog.warning("retrying window after a transient error", extra={"attempt": n})
+                    result = self._window(window_id, lease, wlog, started)
+        except CdcError as exc:
+            wlog.error("window failed", extra={"error_class": type(exc).__name__, "error": str(exc)})
+            return WindowResult(
+                self.settings.pipeline,
+                window_id,
+                "failed",
+                duration_s=time.monotonic() - started,
+                error={
+                    "class": type(exc).__name__,
+                    "message": str(exc),
+                    "kind": "transient" if isinstance(exc, TransientError) else "permanent",
+                },
+            )
+        finally:
+            try:
+                self.store.release_lease(lease)
+            except CdcError as exc:  # the lease expires on its own; the window's result stands
+                wlog.warning("could not release the lease", extra={"error": str(exc)})
+        wlog.info("window summary", extra={"summary": result.as_dict()})
+        return result
+
+    # -- the steps ---------------------------------------------------------------------------
+    def _window(self, window_id: str, lease: Lease, wlog: WindowLog, started: float) -> WindowResult:
+        checkpoint = self.store.load()
+        slot = self.source.slot_info()
+        if checkpoint is None:
+            return self._initialize(window_id, lease, slot, wlog, started)
+        self._check_slot(checkpoint, slot)
+
+        catalog = self.source.catalog()
+        notes = tuple(catalog.refused.values())
+        for reason in notes:
+            wlog.warning(reason)
+        pipeline = self.settings.pipeline
+        with tempfile.TemporaryDirectory(prefix="cdc-window-") as spool:
+            read = self._read(checkpoint.lsn, catalog, Path(spool), wlog)
+            if read.end <= checkpoint.lsn and not read.staged:
+                return WindowResult(
+                    pipeline,
+                    window_id,
+                    "empty",
+                    str(checkpoint.lsn),
+                    str(checkpoint.lsn),
+                    duration_s=time.monotonic() - started,
+                    stop_reason=read.stop_reason,
+                    caught_up=read.caught_up,
+                    notes=notes,
+                )
+            prefix = window_prefix(pipeline, checkpoint.lsn, read.end)
+            bytes_staged = 0
+            if read.staged:
+                bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
+        if read.staged:
+            assert read.last_commit_lsn is not None
+            for staged in read.staged:
+                self.sink.ensure_table(staged.table)
+                self.sink.apply(
+                    staged.table,
+                    f"{prefix}/{staged.stage_dir}",
+                    window_id=window_id,
+                    max_lsn=read.last_commit_lsn.value,
+                    truncate=staged.truncate,
+                )
+        self.store.save(
+            lsn=read.end,
+            slot=self.source.slot,
+            window_id=window_id,
+            lease=lease,
+            expected=checkpoint,
+            extra={
+                "transactions": read.transactions,
+                "changes": read.changes,
+                "stage_prefix": prefix if read.staged else None,
+            },
+        )
+        self.source.confirm(read.end)
+        return WindowResult(
+            pipeline,
+            window_id,
+            "applied" if read.staged else "empty",
+            str(checkpoint.lsn),
+            str(read.end),
+            transactions=read.transactions,
+            changes=read.changes,
+            tables={s.table.qualified: dict(s.ops) for s in read.staged},
+            bytes_staged=bytes_staged,
+            duration_s=time.monotonic() - started,
+            stop_reason=read.stop_reason,
+            caught_up=read.caught_up,
+            notes=notes,
+        )
+
+    def _initialize(
+        self, window_id: str, lease: Lease, slot: SlotInfo | None, wlog: WindowLog, started: float
+    ) -> WindowResult:
+        """First run: create the slot and start the checkpoint at its consistent point."""
+        notes: list[str] = []
+        if slot is None:
+            slot = self.source.create_slot()
+        else:
+            notes.append(f"slot {slot.name} already existed; replication starts at its confirmed position")
+        if slot.confirmed_flush is None:
+            raise SourceError(f"slot {slot.name} has no confirmed position; drop it and run again")
+        notes.append("rows that existed before the slot was created are not copied by incremental mode")
+        self.store.save(
+            lsn=slot.confirmed_flush,
+            slot=slot.name,
+            window_id=window_id,
+            lease=lease,
+            expected=None,
+            extra={"initialized": True},
+        )
+        wlog.info("pipeline initialized", extra={"lsn": str(slot.confirmed_flush), "slot": slot.name})
+        return WindowResult(
+            self.settings.pipeline,
+            window_id,
+            "initialized",
+            end_lsn=str(slot.confirmed_flush),
+            duration_s=time.monotonic() - started,
+            notes=tuple(notes),
+        )
+
+    def _check_slot(self, checkpoint: Checkpoint, slot: SlotInfo | None) -> None:
+        if slot is None:
+            raise SlotMissing(
+                f"replication slot {self.source.slot} does not exist but the checkpoint is at "
+                f"{checkpoint.lsn}: changes since then cannot be read. Re-snapshot the pipeline"
+            )
+        if slot.wal_status == "lost":
+            raise SourceError(
+                f"replication slot {slot.name} is invalidated (wal_status=lost): the WAL it needed was "
+                "removed. Re-snapshot the pipeline"
+            )
+        if slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.lsn:
+            raise SourceError(
+                f"replication slot {slot.name} is confirmed at {slot.confirmed_flush}, past the "
+                f"checkpoint {checkpoint.lsn}: changes in between are gone. Re-snapshot the pipeline"
+            )
+
+    def _read(self, start: Lsn, catalog: Catalog, spool: Path, wlog: WindowLog) -> WindowRead:
+        """Read from ``start`` to a bound, always ending on a commit, writing parts to ``spool``."""
+        until = self.source.current_wal_lsn()
+        deadline = time.monotonic() + self.budget_s()
+        tables = dict(catalog.tables)
+        refused = set(catalog.refused)
+        position = StreamPosition(server_lsn=start)
+        read = WindowRead([], start, None, 0, 0, "caught_up", False)
+        writer = WindowWriter(spool, lambda s, t: tables[(s, t)], self.settings.part_max_rows)
+        txn: Begin | None = None
+        in_txn_changes = 0
+        stream = self.source.stream(start, until, deadline, position)
+        try:
+            for message, _size in stream:
+                if isinstance(message, Begin):
+                    txn, in_txn_changes = message, 0
+                elif isinstance(message, Change):
+                    if txn is None:
+                        raise SourceError("decoder sent a change outside a transaction")
+                    if message.ident not in tables and message.ident not in refused:
+                        # A table created after the window started: read the catalog again.
+                        fresh = self.source.catalog()
+                        tables.update(fresh.tables)
+                        refused.update(fresh.refused)
+                    if message.ident not in tables:
+                        read.skipped_tables.add(f"{message.schema}.{message.table}")
+                        continue
+                    writer.add(message, txn.commit_lsn, txn.commit_ts)
+                    in_txn_changes += 1
+                elif isinstance(message, Commit):
+                    txn = None
+                    read.transactions += 1
+                    read.changes += in_txn_changes
+                    read.end = message.end_lsn
+                    read.last_commit_lsn = message.commit_lsn
+                    if message.end_lsn >= until:
+                        read.stop_reason, read.caught_up = "wal_end", True
+                        break
+                    if read.changes >= self.settings.window_max_changes:
+                        read.stop_reason = "max_changes"
+                        break
+                    if time.monotonic() >= deadline:
+                        read.stop_reason = "time_budget"
+                        break
+            else:
+                if position.caught_up:
+                    read.caught_up = True
+                    # Every commit before the server's position has been received: safe to move there.
+                    read.end = max(read.end, position.server_lsn)
+                else:
+                    read.stop_reason = "time_budget"
+        finally:
+            stream.close()
+        if read.skipped_tables:
+            wlog.debug(
+                "changes of tables outside the replicated set skipped",
+                extra={"tables": sorted(read.skipped_tables)},
+            )
+        staged = writer.close()
+        # Rows of a transaction cut off by the time budget stay in the parts; the MERGE filters
+        # them with max_lsn (their commit LSN lies past the window's last commit).
+        read.staged = [s for s in staged if s.rows or s.truncate] if read.last_commit_lsn else []
+        return read
+
+    def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:
+        """Upload the window's parts, then its manifest: a manifest means the window is complete."""
+        size = self.stage.publish(spool, prefix)
+        manifest = build_manifest(
+            self.settings.pipeline,
+            window_id,
+            start,
+            read.end,
+            read.staged,
+            {
+                "last_commit_lsn": read.last_commit_lsn.value if read.last_commit_lsn else None,
+                "transactions": read.transactions,
+                "changes": read.changes,
+            },
+        )
+        write_manifest(self.stage, prefix, manifest)
+        return size

@@ -1,0 +1,101 @@
+"""What the source tables look like: columns, types and keys from PostgreSQL's catalog."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cdc.model import Column, TableSchema
+
+log = logging.getLogger(__name__)
+
+SYSTEM_SCHEMA_FILTER = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
+)
+
+_TABLES_SQL = f"""
+SELECT c.oid, n.nspname, c.relname, c.relreplident
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {SYSTEM_SCHEMA_FILTER}
+ORDER BY n.nspname, c.relname
+"""
+
+# Domains resolve to their base type so that a domain over numeric(12,2) maps like numeric(12,2).
+_COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, a.attnum,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+            ELSE format_type(a.atttypid, a.atttypmod) END,
+       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+       NOT a.attnotnull,
+       a.attstorage <> 'p'
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+# The primary key, or the replica identity index when REPLICA IDENTITY USING INDEX is set.
+_KEYS_SQL = """
+SELECT i.indrelid, i.indisprimary, i.indisreplident, a.attname, k.ord
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = ANY(%s) AND (i.indisprimary OR i.indisreplident)
+ORDER BY i.indrelid, k.ord
+"""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Replicable tables, and those refused with the reason."""
+
+    tables: dict[tuple[str, str], TableSchema]
+    refused: dict[tuple[str, str], str]
+
+
+def load_catalog(conn: Any, only: tuple[str, ...] = ()) -> Catalog:
+    """Read every user table (or only the ``schema.table`` names given) with columns and key."""
+    wanted = {tuple(name.split(".", 1)) for name in only}
+    with conn.cursor() as cur:
+        cur.execute(_TABLES_SQL)
+        rels = [
+            (oid, schema, name, replident)
+            for oid, schema, name, replident in cur.fetchall()
+            if not wanted or (schema, name) in wanted
+        ]
+        oids = [r[0] for r in rels]
+        columns: dict[int, list[Column]] = {oid: [] for oid in oids}
+        keys: dict[int, dict[str, list[str]]] = {}
+        if oids:
+            cur.execute(_COLUMNS_SQL, (oids,))
+            for relid, name, attnum, type_name, type_oid, nullable, toastable in cur.fetchall():
+                columns[relid].append(Column(name, attnum, type_name, type_oid, nullable, toastable))
+            cur.execute(_KEYS_SQL, (oids,))
+            for relid, primary, replident, attname, _ord in cur.fetchall():
+                kinds = keys.setdefault(relid, {})
+                if primary:
+                    kinds.setdefault("primary", []).append(attname)
+                if replident:
+                    kinds.setdefault("replident", []).append(attname)
+    missing = wanted - {(r[1], r[2]) for r in rels}
+    tables: dict[tuple[str, str], TableSchema] = {}
+    refused: dict[tuple[str, str], str] = {}
+    for schema, table in sorted(missing):
+        refused[(schema, table)] = (
+            f"table {schema}.{table} is configured in source_tables but does not exist "
+            "(or is a partition): check the name"
+        )
+    for oid, schema, name, replident in rels:
+        kinds = keys.get(oid, {})
+        key = kinds.get("replident") if replident == "i" else kinds.get("primary")
+        if not key:
+            refused[(schema, name)] = (
+                f"table {schema}.{name} has no primary key "
+                + ("(its replica identity index is missing) " if replident == "i" else "")
+                + "and cannot be replicated: add a primary key, or a unique index on NOT NULL "
+                "columns with ALTER TABLE ... REPLICA IDENTITY USING INDEX"
+            )
+            continue
+        tables[(schema, name)] = TableSchema(schema, name, tuple(columns[oid]), tuple(key))
+    return Catalog(tables, refused)

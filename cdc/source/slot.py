@@ -1,0 +1,238 @@
+"""The replication slot: create it, read a window of wal2json v2 output over the streaming
+replication protocol, and confirm what the target has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+
+from cdc.errors import AuthError, SourceError, SourceUnavailable
+from cdc.model import Lsn, Message
+from cdc.source.catalog import Catalog, load_catalog
+from cdc.source.wal2json import WAL2JSON_OPTIONS, parse_message
+
+log = logging.getLogger(__name__)
+
+# Values are rendered by the walsender in its session settings: fix them so text forms are stable.
+SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3"
+
+IDLE_POLL_S = 0.2  # wait on the socket this long when nothing is buffered
+KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often while idle
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    plugin: str | None
+    confirmed_flush: Lsn | None
+    restart: Lsn | None
+    wal_status: str | None
+    active_pid: int | None
+    retained_bytes: int | None
+
+
+@dataclass
+class StreamPosition:
+    """Where the server stood at the last message or keepalive: all commits before it were sent."""
+
+    server_lsn: Lsn
+    caught_up: bool = False
+
+
+def _classify(exc: psycopg2.Error, what: str) -> Exception:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg2.OperationalError):
+        lowered = text.lower()
+        if "password authentication failed" in lowered or "no pg_hba.conf entry" in lowered:
+            return AuthError(
+                f"PostgreSQL refused the login while {what}: {text}. Check the user and "
+                "password in Vault and that the user has the REPLICATION attribute"
+            )
+        return SourceUnavailable(f"PostgreSQL unreachable while {what}: {text}")
+    if isinstance(exc, psycopg2.errors.InsufficientPrivilege):
+        return AuthError(
+            f"PostgreSQL denied {what}: {text}. Grant the REPLICATION attribute "
+            "(on Aurora: GRANT rds_replication) and SELECT on the replicated tables"
+        )
+    if isinstance(exc, psycopg2.errors.ObjectInUse):
+        return SourceUnavailable(f"{what}: {text} (another reader holds the slot; retrying later helps)")
+    return SourceError(f"PostgreSQL error while {what}: {text}")
+
+
+class PostgresSource:
+    """One pipeline's view of the source database and its slot."""
+
+    def __init__(self, conn_params: dict[str, Any], slot: str, tables: tuple[str, ...] = ()) -> None:
+        self._params = dict(conn_params)
+        self.slot = slot
+        self.tables = tables
+        self._conn: Any = None
+
+    # -- plain SQL connection -------------------------------------------------------------
+    def _sql(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg2.connect(**self._params, options=SESSION_OPTIONS)
+            except psycopg2.Error as exc:
+                raise _classify(exc, "connecting") from exc
+            self._conn.autocommit = True
+        return self._conn
+
+    def _query(self, sql: str, args: tuple[Any, ...] = (), what: str = "querying") -> list[tuple[Any, ...]]:
+        try:
+            with self._sql().cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall() if cur.description else []
+        except psycopg2.Error as exc:
+            raise _classify(exc, what) from exc
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def catalog(self) -> Catalog:
+        try:
+            return load_catalog(self._sql(), self.tables)
+        except psycopg2.Error as exc:
+            raise _classify(exc, "reading the catalog") from exc
+
+    def current_wal_lsn(self) -> Lsn:
+        return Lsn.parse(self._query("SELECT pg_current_wal_lsn()::text")[0][0])
+
+    def slot_info(self) -> SlotInfo | None:
+        rows = self._query(
+            "SELECT slot_name, plugin, confirmed_flush_lsn::text, restart_lsn::text, wal_status, "
+            "active_pid, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+            "reading the slot state",
+        )
+        if not rows:
+            return None
+        name, plugin, confirmed, restart, wal_status, active_pid, retained = rows[0]
+        return SlotInfo(
+            name,
+            plugin,
+            Lsn.parse(confirmed) if confirmed else None,
+            Lsn.parse(restart) if restart else None,
+            wal_status,
+            active_pid,
+            retained,
+        )
+
+    def create_slot(self) -> SlotInfo:
+        """Create the wal2json slot; its consistent point is where replication starts."""
+        self._query(
+            "SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (self.slot,), "creating the slot"
+        )
+        info = self.slot_info()
+        if info is None:
+            raise SourceError(f"slot {self.slot} vanished right after it was created")
+        log.info("created replication slot", extra={"slot": self.slot, "lsn": str(info.confirmed_flush)})
+        return info
+
+    # -- replication connection ------------------------------------------------------------
+    def _replication(self) -> Any:
+        try:
+            return psycopg2.connect(
+                **self._params,
+                options=SESSION_OPTIONS,
+                connection_factory=psycopg2.extras.LogicalReplicationConnection,
+            )
+        except psycopg2.Error as exc:
+            raise _classify(exc, "opening the replication connection") from exc
+
+    def _start(self, conn: Any, start: Lsn) -> Any:
+        """START_REPLICATION, waiting briefly while a previous walsender still holds the slot."""
+        deadline = time.monotonic() + 10
+        while True:
+            cur = conn.cursor()
+            try:
+                cur.start_replication(
+                    slot_name=self.slot, decode=False, start_lsn=start.value, options=WAL2JSON_OPTIONS
+                )
+                return cur
+            except psycopg2.errors.ObjectInUse as exc:
+                if time.monotonic() > deadline:
+                    raise _classify(exc, f"starting replication from slot {self.slot}") from exc
+                time.sleep(0.1)
+            except psycopg2.Error as exc:
+                raise _classify(exc, f"starting replication from slot {self.slot}") from exc
+
+    def stream(
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+    ) -> Iterator[tuple[Message, int]]:
+        """Yield decoded messages (with their payload size) from ``start``.
+
+        The stream ends when the server has sent everything before ``until`` and no transaction
+        is open (``position.caught_up``), or when ``deadline`` (time.monotonic) passes. The caller
+        stops earlier by closing the generator; it decides where a window ends (always on a commit).
+        """
+        conn = self._replication()
+        try:
+            cur = self._start(conn, start)
+            in_txn = False
+            last_keepalive = time.monotonic()
+            while True:
+                try:
+                    msg = cur.read_message()
+                except psycopg2.Error as exc:
+                    raise _classify(exc, "reading the replication stream") from exc
+                if msg is not None:
+                    parsed = parse_message(msg.payload)
+                    position.server_lsn = max(position.server_lsn, Lsn(msg.data_start))
+                    if parsed is None:
+                        continue
+                    kind = type(parsed).__name__
+                    if kind == "Begin":
+                        in_txn = True
+                    elif kind == "Commit":
+                        in_txn = False
+                    yield parsed, len(msg.payload)
+                    continue
+                now = time.monotonic()
+                if cur.wal_end:
+                    position.server_lsn = max(position.server_lsn, Lsn(cur.wal_end))
+                if not in_txn and position.server_lsn >= until:
+                    position.caught_up = True
+                    return
+                if now >= deadline:
+                    return
+                if now - last_keepalive >= KEEPALIVE_EVERY_S:
+                    cur.send_feedback(reply=True)
+                    last_keepalive = now
+                select.select([cur], [], [], min(IDLE_POLL_S, max(0.0, deadline - now)))
+        finally:
+            conn.close()
+
+    def confirm(self, lsn: Lsn) -> None:
+        """Tell the slot that everything before ``lsn`` is applied, so its WAL can be recycled."""
+        conn = self._replication()
+        try:
+            cur = self._start(conn, lsn)
+            cur.send_feedback(
+                write_lsn=lsn.value, flush_lsn=lsn.value, apply_lsn=lsn.value, reply=True, force=True
+            )
+            # The walsender processes feedback in its loop; wait until the slot shows it.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                cur.read_message()
+                info = self.slot_info()
+                if info is not None and info.confirmed_flush is not None and info.confirmed_flush >= lsn:
+                    return
+                select.select([cur], [], [], 0.05)
+            raise SourceUnavailable(f"slot {self.slot} did not confirm LSN {lsn} within 5 s")
+        except psycopg2.Error as exc:
+            raise _classify(exc, f"confirming LSN {lsn} on slot {self.slot}") from exc
+        finally:
+            conn.close()

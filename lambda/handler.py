@@ -1,0 +1,61 @@
+"""AWS Lambda entry point: an EventBridge scheduled event runs one window.
+
+Configuration comes from environment variables only. The Vault client (and the secrets it read)
+lives as long as the warm Lambda, so a scheduled run every minute logs in to Vault once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cdc import settings as settings_mod
+from cdc.app import build_engine
+from cdc.errors import CdcError, ConfigError, TransientError
+from cdc.logs import setup_logging
+from cdc.secrets import VaultSecrets
+
+log = logging.getLogger("cdc.lambda")
+
+_secrets: dict[tuple[str, str, str], VaultSecrets] = {}
+
+
+def _vault(settings: settings_mod.Settings) -> VaultSecrets:
+    key = (settings.vault_addr, settings.vault_source_path, settings.vault_snowflake_path)
+    if key not in _secrets:
+        _secrets[key] = VaultSecrets.from_settings(settings)
+    return _secrets[key]
+
+
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    try:
+        settings = settings_mod.from_env()
+    except ConfigError as exc:
+        setup_logging()
+        log.error("invalid configuration", extra={"problems": exc.problems})
+        return {"status": "failed", "error": {"class": "ConfigError", "message": str(exc)}}
+    setup_logging(settings.log_level, settings.log_format)
+    mode = (event or {}).get("mode", "incremental")
+    if mode != "incremental":
+        return {
+            "pipeline": settings.pipeline,
+            "status": "failed",
+            "error": {"class": "ConfigError", "message": f"unsupported event mode {mode!r}: use incremental"},
+        }
+    time_left = None
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        time_left = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
+    try:
+        engine = build_engine(settings, _vault(settings), time_left)
+    except CdcError as exc:
+        log.error("could not start the window", extra={"error_class": type(exc).__name__, "error": str(exc)})
+        kind = "transient" if isinstance(exc, TransientError) else "permanent"
+        return {
+            "pipeline": settings.pipeline,
+            "status": "failed",
+            "error": {"class": type(exc).__name__, "message": str(exc), "kind": kind},
+        }
+    try:
+        return engine.run_window().as_dict()
+    finally:
+        engine.close()
