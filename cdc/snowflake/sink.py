@@ -1,0 +1,301 @@
+"""Apply staged windows to Snowflake: target DDL, COPY into a transient load table, MERGE.
+
+The connection comes in through the constructor (``SnowflakeSink.connect`` builds one from
+settings), so tests hand in one that points at the fakesnow stand-in. Connector errors become the
+pipeline's errors here: transient ones (network, timeout, service unavailable) ``SinkUnavailable``,
+refused credentials ``AuthError``, rejected SQL ``MergeError`` naming the statement and the table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import snowflake.connector
+from snowflake.connector import errors as sf_errors
+
+from cdc.errors import AuthError, CdcError, MergeError, PermanentError, SinkUnavailable
+from cdc.model import TableSchema
+from cdc.settings import Settings
+from cdc.snowflake import sql
+
+__all__ = ["ApplyResult", "SnowflakeSink", "map_error"]
+
+log = logging.getLogger(__name__)
+
+LOGIN_TIMEOUT_S = 30
+NETWORK_TIMEOUT_S = 300
+
+# server codes for refused credentials: wrong user or password, locked or disabled user, bad
+# key-pair JWT, expired or invalid OAuth token, client IP not allowed
+_AUTH_ERRNOS = frozenset({390100, 390101, 390102, 390144, 390303, 390318, 390422})
+_ER_FAILED_TO_CONNECT = 250001  # the connector's "could not log in" (403, MFA, login timeout)
+# connector codes for a lost or unreachable service: connection closed, request failed, server
+# failure, connection timeout, request timeout
+_TRANSIENT_ERRNOS = frozenset({250002, 250003, 250005, 251011, 251012})
+_TRANSIENT_CLASSES: tuple[type[Exception], ...] = (
+    sf_errors.ServiceUnavailableError,
+    sf_errors.BadGatewayError,
+    sf_errors.GatewayTimeoutError,
+    sf_errors.RequestTimeoutError,
+    sf_errors.TooManyRequests,
+    sf_errors.OtherHTTPRetryableError,
+    sf_errors.InternalServerError,
+    sf_errors.RequestExceedMaxRetryError,
+    OSError,  # socket and requests errors that escape the connector
+)
+
+_HINTS = {
+    "create schema": "check that the role may create schemas in the database",
+    "create table": "check that the role may create tables in the schema and that every column type is valid",
+    "create load table": "check that the load schema exists and the role may create tables in it",
+    "copy": "check that the stage points at the stage root and the Parquet parts match the load table",
+    "merge": "the window was not applied and the checkpoint did not move; fix the target table "
+    "(missing or retyped columns) or report the statement as a bug",
+    "fetch": "check that the target table exists and the role may read it",
+}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one table's apply did: rows COPYed into the load table, and the MERGE's counts."""
+
+    loaded_rows: int
+    inserted: int
+    updated: int
+    deleted: int
+
+
+def map_error(
+    exc: BaseException,
+    *,
+    action: str,
+    hint: str,
+    secret: str | None = None,
+    rejected: type[PermanentError] = MergeError,
+) -> CdcError:
+    """A pipeline error for a connector error (``raise map_error(...) from exc``).
+
+    ``action`` says what failed (``merge for table public.orders``), ``hint`` what to do when
+    Snowflake rejected it (raised as ``rejected``); ``secret``, if given, is masked should the
+    connector's message ever echo it.
+    """
+    message = _message(exc, secret)
+    errno = getattr(exc, "errno", None)
+    where = f"Snowflake {action}"
+    if isinstance(exc, _TRANSIENT_CLASSES) or errno in _TRANSIENT_ERRNOS:
+        return SinkUnavailable(f"{where}: Snowflake is unreachable or busy ({message}); retry later")
+    if errno in _AUTH_ERRNOS or isinstance(exc, sf_errors.ForbiddenError):
+        return AuthError(
+            f"{where}: Snowflake refused the credentials ({message}); check the account, user "
+            "and password in the Snowflake secret"
+        )
+    if errno == _ER_FAILED_TO_CONNECT:
+        if isinstance(exc, sf_errors.OperationalError):
+            return SinkUnavailable(f"{where}: could not reach Snowflake ({message}); retry later")
+        return AuthError(
+            f"{where}: Snowflake refused the login ({message}); check the account, user and password"
+        )
+    if isinstance(exc, (sf_errors.OperationalError, sf_errors.InterfaceError)):
+        return SinkUnavailable(f"{where}: connection problem ({message}); retry later")
+    return rejected(f"{where} was rejected: {message}; {hint}")
+
+
+def _message(exc: BaseException, secret: str | None) -> str:
+    text = " ".join((getattr(exc, "msg", None) or str(exc) or type(exc).__name__).split())
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+class SnowflakeSink:
+    """Loads one table of a staged window into its target table."""
+
+    def __init__(
+        self, connection: Any, *, database: str, stage: str, load_schema: str, pipeline: str
+    ) -> None:
+        self._conn = connection
+        self._database = database
+        self._stage = sql.stage_ref(stage)
+        self._load_schema = load_schema
+        self._pipeline = pipeline
+        self._schemas: set[str] = set()
+        self._tables: set[tuple[str, str]] = set()
+
+    @classmethod
+    def connect(
+        cls,
+        settings: Settings,
+        user: str,
+        password: str,
+        *,
+        login_timeout: int = LOGIN_TIMEOUT_S,
+        network_timeout: int = NETWORK_TIMEOUT_S,
+    ) -> SnowflakeSink:
+        """Open a connection as configured; the password goes to the connector and nowhere else."""
+        kwargs: dict[str, Any] = {
+            "account": settings.snowflake_account,
+            "user": user,
+            "password": password,
+            "database": settings.snowflake_database,
+            "login_timeout": login_timeout,
+            "network_timeout": network_timeout,
+        }
+        if settings.snowflake_host:
+            kwargs.update(
+                host=settings.snowflake_host,
+                port=settings.snowflake_port,
+                protocol=settings.snowflake_protocol,
+            )
+        if settings.snowflake_warehouse:
+            kwargs["warehouse"] = settings.snowflake_warehouse
+        if settings.snowflake_role:
+            kwargs["role"] = settings.snowflake_role
+        where = settings.snowflake_host or f"account {settings.snowflake_account}"
+        log.info(
+            "connecting to Snowflake", extra={"pipeline": settings.pipeline, "host": where, "user": user}
+        )
+        try:
+            conn = snowflake.connector.connect(**kwargs)
+        except Exception as exc:
+            raise map_error(
+                exc,
+                action=f"login to {where} as {user}",
+                hint="check the account, user, role, warehouse and database settings",
+                secret=password,
+                rejected=AuthError,
+            ) from exc
+        return cls(
+            conn,
+            database=settings.snowflake_database,
+            stage=settings.snowflake_stage,
+            load_schema=settings.snowflake_load_schema,
+            pipeline=settings.pipeline,
+        )
+
+    def ensure_table(self, table: TableSchema) -> None:
+        """Create the target schema and table if they are missing (once per sink)."""
+        if table.ident in self._tables:
+            return
+        self._ensure_schema(table.schema, table.qualified)
+        self._run(sql.create_target_table_sql(self._database, table), "create table", table.qualified)
+        self._tables.add(table.ident)
+
+    def apply(
+        self,
+        table: TableSchema,
+        rel_path: str,
+        *,
+        window_id: str,
+        max_lsn: int,
+        truncate: tuple[int, int] | None,
+    ) -> ApplyResult:
+        """COPY the table's parts under ``rel_path`` into a fresh load table and MERGE it.
+
+        The truncate (``(lsn, seq)``) and the changes are applied by one MERGE statement, so the
+        target moves atomically; the load table is dropped whatever happens.
+        """
+        name = table.qualified
+        fields = {"pipeline": self._pipeline, "window_id": window_id, "table": name}
+        load_name = sql.load_table_name(self._pipeline, window_id, table)
+        load_fq = sql.qualified(self._database, self._load_schema, load_name)
+        target_fq = sql.target_table(self._database, table)
+        create = sql.create_load_table_sql(self._database, self._load_schema, load_name, table)
+        copy = sql.copy_sql(load_fq, self._stage, rel_path)
+        merge = sql.merge_sql(target_fq, load_fq, table, max_lsn=max_lsn, truncate=truncate)
+        self._ensure_schema(self._load_schema, name)
+        try:
+            self._run(create, "create load table", name)
+            loaded = _copied_rows(self._run(copy, "copy", name), name, rel_path)
+            counts = _merge_counts(self._run(merge, "merge", name))
+        finally:
+            self._drop(load_fq, fields)
+        result = ApplyResult(loaded, counts["inserted"], counts["updated"], counts["deleted"])
+        log.info(
+            "applied %s: %d rows loaded, %d inserted, %d updated, %d deleted",
+            name,
+            result.loaded_rows,
+            result.inserted,
+            result.updated,
+            result.deleted,
+            extra={**fields, "lsn": max_lsn, "truncate": truncate},
+        )
+        return result
+
+    def fetch_table(self, table: TableSchema) -> list[dict[str, Any]]:
+        """Every target row ordered by key, keyed by source column names and metadata names."""
+        cur = self._run(sql.select_table_sql(self._database, table), "fetch", table.qualified)
+        columns = sql.fetch_columns(table)
+        flagged = [i for i, (_, _, ts) in enumerate(columns) if ts]
+        rows = []
+        for raw in cur.fetchall():
+            values = list(raw[: len(columns)])
+            for i, is_null in zip(flagged, raw[len(columns) :], strict=True):
+                if is_null:
+                    values[i] = None
+            rows.append({key: value for (key, _, _), value in zip(columns, values, strict=True)})
+        return rows
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception as exc:  # closing a dead connection must not hide the real outcome
+            log.warning(
+                "closing the Snowflake connection failed: %s",
+                _message(exc, None),
+                extra={"pipeline": self._pipeline},
+            )
+
+    def _ensure_schema(self, schema_name: str, table: str) -> None:
+        if schema_name not in self._schemas:
+            self._run(sql.create_schema_sql(self._database, schema_name), "create schema", table)
+            self._schemas.add(schema_name)
+
+    def _run(self, text: str, statement: str, table: str) -> Any:
+        log.debug("snowflake %s", statement, extra={"pipeline": self._pipeline, "table": table, "sql": text})
+        try:
+            cur = self._conn.cursor()
+            cur.execute(text)
+        except Exception as exc:
+            raise map_error(exc, action=f"{statement} for table {table}", hint=_HINTS[statement]) from exc
+        return cur
+
+    def _drop(self, load_fq: str, fields: dict[str, str]) -> None:
+        try:
+            self._conn.cursor().execute(sql.drop_table_sql(load_fq))
+        except Exception as exc:  # a leftover transient table costs little; the apply's outcome stands
+            log.warning(
+                "could not drop load table %s: %s (drop it by hand)",
+                load_fq,
+                _message(exc, None),
+                extra=fields,
+            )
+
+
+def _copied_rows(cur: Any, table: str, rel_path: str) -> int:
+    """Rows the COPY loaded; any file not fully loaded is an error (0 files is an empty table)."""
+    columns = [d[0].lower() for d in cur.description or ()]
+    rows = cur.fetchall()
+    if "rows_loaded" not in columns:
+        return 0
+    status, loaded, file_ = columns.index("status"), columns.index("rows_loaded"), columns.index("file")
+    bad = [f"{row[file_]} ({row[status]})" for row in rows if str(row[status]).upper() != "LOADED"]
+    if bad:
+        raise MergeError(
+            f"Snowflake copy for table {table} from {rel_path}/ did not load every part: "
+            f"{', '.join(bad)}; check the parts and re-run the window"
+        )
+    return sum(int(row[loaded] or 0) for row in rows)
+
+
+def _merge_counts(cur: Any) -> dict[str, int]:
+    """The MERGE's result row: ``number of rows inserted/updated/deleted`` (absent means 0)."""
+    columns = [d[0].lower() for d in cur.description or ()]
+    row = cur.fetchone() or ()
+    counts = {"inserted": 0, "updated": 0, "deleted": 0}
+    for name, value in zip(columns, row, strict=False):
+        for op in counts:
+            if name == f"number of rows {op}":
+                counts[op] = int(value or 0)
+    return counts
