@@ -25,11 +25,19 @@ _AWS_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_ti
 
 
 def aws_client(settings: Settings, service: str) -> Any:
+    """A boto3 client; explicit keys only when the settings carry them (local stand-ins)."""
+    keys: dict[str, str] = {}
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        keys = {
+            "aws_access_key_id": settings.aws_access_key_id,
+            "aws_secret_access_key": settings.aws_secret_access_key.reveal(),
+        }
     return boto3.client(
         service,  # type: ignore[call-overload]
         region_name=settings.aws_region,
         endpoint_url=settings.aws_endpoint_url,
         config=_AWS_CONFIG,
+        **keys,
     )
 
 

@@ -28,6 +28,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    NoCredentialsError,
     ReadTimeoutError,
 )
 
@@ -362,6 +363,12 @@ class CheckpointStore:
             if expect is not None and exc.response.get("Error", {}).get("Code") == expect:
                 raise
             raise self._translate(exc, action, iam_action) from exc
+        except NoCredentialsError as exc:
+            raise AuthError(
+                f"pipeline {self._pipeline!r}: no AWS credentials to {action} on DynamoDB table "
+                f"{self._table!r}; in Lambda the execution role provides them, elsewhere set "
+                "aws_access_key_id/aws_secret_access_key, AWS_PROFILE or the AWS_* variables"
+            ) from exc
         except _CONNECTION_ERRORS as exc:
             raise CheckpointUnavailable(
                 f"pipeline {self._pipeline!r}: could not reach DynamoDB to {action} on table "

@@ -177,7 +177,7 @@ def _run(env: dict[str, Any], transactions: int, t0: float) -> int:
     settings: Settings = load(env["config"]).replace(
         pipeline=f"demo-{schema.replace('_', '-')}",
         source_tables=tuple(f"{schema}.{t}" for t in TABLES),
-        window_max_changes=250,
+        window_max_changes=100,
     )
     conn = psycopg2.connect(env["postgres_dsn"])
     create_schema(conn, schema)

@@ -107,6 +107,8 @@ FIELDS: tuple[Field, ...] = (
     # aws
     Field("aws_region", "str", "us-east-1"),
     Field("aws_endpoint_url", "str", doc="Endpoint override for every AWS client (local stand-ins)."),
+    Field("aws_access_key_id", "str", doc="Only for local stand-ins; in AWS the execution role is used."),
+    Field("aws_secret_access_key", "secret", doc="Only for local stand-ins."),
     Field("checkpoint_table", "str", required=True, doc="DynamoDB table for checkpoints and leases."),
     # window
     Field("window_max_changes", "int", 100_000),
@@ -161,6 +163,8 @@ class Settings:
     stage_url: str
     aws_region: str
     aws_endpoint_url: str | None
+    aws_access_key_id: str | None
+    aws_secret_access_key: Secret | None
     checkpoint_table: str
     window_max_changes: int
     window_max_seconds: int
