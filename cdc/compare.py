@@ -17,7 +17,7 @@ def normalize(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
     if isinstance(value, Decimal):
         return value.normalize() if value.is_finite() else str(value)
     if isinstance(value, float):

@@ -83,7 +83,8 @@ def run_workload(conn: Any, schema: str, transactions: int, seed: int = 7) -> in
                 cur.execute(f"SELECT id FROM {schema}.customers ORDER BY random() LIMIT 1")
                 customer = cur.fetchone()[0]
                 cur.execute(
-                    f"INSERT INTO {schema}.orders (customer_id, weight, note) VALUES (%s, %s, %s) RETURNING id",
+                    f"INSERT INTO {schema}.orders (customer_id, weight, note) "
+                    "VALUES (%s, %s, %s) RETURNING id",
                     (customer, rng.random() * 10, bytes(rng.randrange(256) for _ in range(6))),
                 )
                 order = cur.fetchone()[0]

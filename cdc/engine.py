@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from cdc.batch import StagedTable, WindowWriter
 from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
-from cdc.errors import CdcError, LeaseHeld, SchemaError, SlotMissing, SourceError, TransientError
+from cdc.errors import CdcError, LeaseHeld, SlotMissing, SourceError, TransientError
 from cdc.logs import WindowLog
 from cdc.model import Begin, Change, Commit, Lsn, Message, TableSchema, WindowResult
 from cdc.settings import Settings
@@ -41,7 +41,7 @@ class Source(Protocol):
     def create_slot(self) -> SlotInfo: ...
     def stream(
         self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
-    ) -> Iterator[tuple[Message, int]]: ...
+    ) -> Generator[tuple[Message, int], None, None]: ...
     def confirm(self, lsn: Lsn) -> None: ...
 
 

@@ -74,7 +74,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) ->
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-class WindowLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class WindowLog(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]
     """A logger that adds the pipeline and window id to every record."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:

@@ -70,8 +70,12 @@ FIELDS: tuple[Field, ...] = (
     Field("source_host", "str", required=True, doc="PostgreSQL host (Aurora writer endpoint)."),
     Field("source_port", "int", 5432),
     Field("source_database", "str", required=True),
-    Field("source_sslmode", "str", "verify-full",
-          choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full")),
+    Field(
+        "source_sslmode",
+        "str",
+        "verify-full",
+        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    ),
     Field("source_sslrootcert", "str", doc="CA bundle for verify-ca / verify-full."),
     Field("source_slot", "str", doc="Replication slot; default cdc_<pipeline>."),
     Field("source_tables", "list", (), doc="schema.table names to replicate; empty: every user table."),
@@ -99,8 +103,12 @@ FIELDS: tuple[Field, ...] = (
     Field("snowflake_database", "str", required=True),
     Field("snowflake_warehouse", "str"),
     Field("snowflake_role", "str"),
-    Field("snowflake_stage", "str", required=True,
-          doc="Snowflake stage (qualified name) whose URL is the stage_url root."),
+    Field(
+        "snowflake_stage",
+        "str",
+        required=True,
+        doc="Snowflake stage (qualified name) whose URL is the stage_url root.",
+    ),
     Field("snowflake_load_schema", "str", "CDC_LOAD", doc="Schema for transient load tables."),
     # stage
     Field("stage_url", "str", required=True, doc="s3://bucket/prefix or file:///absolute/dir."),
@@ -177,8 +185,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
         raw = {f.name: getattr(self, f.name) for f in FIELDS}
-        if "pipeline" in changes and "source_slot" not in changes and self.source_slot == default_slot(
-            self.pipeline
+        if (
+            "pipeline" in changes
+            and "source_slot" not in changes
+            and self.source_slot == default_slot(self.pipeline)
         ):
             raw["source_slot"] = None  # the slot follows the pipeline unless it was set explicitly
         raw.update(changes)
@@ -311,7 +321,9 @@ def _build(raw: Mapping[str, Any], earlier: list[str] | None = None) -> Settings
     if method == "approle":
         for name in ("vault_role_id", "vault_secret_id"):
             if not values.get(name):
-                problems.append(f"{name} ({_BY_NAME[name].env}) is required when vault_auth_method is approle")
+                problems.append(
+                    f"{name} ({_BY_NAME[name].env}) is required when vault_auth_method is approle"
+                )
     if method == "aws" and not values.get("vault_aws_role"):
         problems.append("vault_aws_role (CDC_VAULT_AWS_ROLE) is required when vault_auth_method is aws")
     if values.get("source_sslmode") in ("verify-ca", "verify-full") and not values.get("source_sslrootcert"):

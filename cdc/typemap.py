@@ -16,8 +16,18 @@ import pyarrow as pa
 from cdc.model import Column
 
 Kind = Literal[
-    "int", "decimal", "float", "bool", "string", "date", "timestamp", "timestamptz",
-    "json", "uuid", "bytes", "text",
+    "int",
+    "decimal",
+    "float",
+    "bool",
+    "string",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "json",
+    "uuid",
+    "bytes",
+    "text",
 ]
 
 MAX_DECIMAL_PRECISION = 38
@@ -77,9 +87,7 @@ def map_type(type_name: str) -> TypeMapping:
     if _TS.match(name):
         return TypeMapping("timestamp", pa.timestamp("us"), "TIMESTAMP_NTZ(6)", "TIMESTAMP_NTZ(6)")
     if _TSTZ.match(name):
-        return TypeMapping(
-            "timestamptz", pa.timestamp("us", tz="UTC"), "TIMESTAMP_TZ(6)", "TIMESTAMP_TZ(6)"
-        )
+        return TypeMapping("timestamptz", pa.timestamp("us", tz="UTC"), "TIMESTAMP_TZ(6)", "TIMESTAMP_TZ(6)")
     return TEXT_FALLBACK
 
 

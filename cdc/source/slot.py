@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +171,7 @@ class PostgresSource:
 
     def stream(
         self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
-    ) -> Iterator[tuple[Message, int]]:
+    ) -> Generator[tuple[Message, int], None, None]:
         """Yield decoded messages (with their payload size) from ``start``.
 
         The stream ends when the server has sent everything before ``until`` and no transaction

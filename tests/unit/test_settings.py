@@ -287,7 +287,6 @@ def test_describe_lists_every_setting_with_its_variable() -> None:
 # XPASSes, fails the run, and should become an ordinary test.
 
 
-
 def test_file_problems_and_value_problems_are_listed_together(tmp_path: Path) -> None:
     path = _write(tmp_path, 'pipline = "typo"\n')
     problems = _problems(config_file=path, env={**REQUIRED_ENV, "CDC_SOURCE_PORT": "x"})
@@ -295,15 +294,12 @@ def test_file_problems_and_value_problems_are_listed_together(tmp_path: Path) ->
     assert any("source_port" in p for p in problems)
 
 
-
 def test_pipeline_with_trailing_newline_is_rejected() -> None:
     _problems(config_file=None, env={**REQUIRED_ENV, "CDC_PIPELINE": "orders\n"})
 
 
-
 def test_file_stage_url_with_a_host_part_is_rejected() -> None:
     _problems(config_file=None, env={**REQUIRED_ENV, "CDC_STAGE_URL": "file://data/stage"})
-
 
 
 def test_fractional_number_for_a_whole_number_setting_is_rejected() -> None:
