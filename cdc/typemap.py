@@ -40,6 +40,7 @@ class TypeMapping:
     snowflake: str  # column type in the target table
     load_snowflake: str  # column type in the transient load table (VARIANT arrives as text)
     exact: bool = True  # False: travels as text because no exact mapping exists (yet)
+    load_expr: str = "{}"  # how the MERGE turns a load-table value into the target's ({} = the value)
 
 
 _NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
@@ -58,8 +59,8 @@ _SIMPLE: dict[str, TypeMapping] = {
     "text": TypeMapping("string", pa.string(), "VARCHAR", "VARCHAR"),
     "character varying": TypeMapping("string", pa.string(), "VARCHAR", "VARCHAR"),
     "date": TypeMapping("date", pa.date32(), "DATE", "DATE"),
-    "json": TypeMapping("json", pa.string(), "VARIANT", "VARCHAR"),
-    "jsonb": TypeMapping("json", pa.string(), "VARIANT", "VARCHAR"),
+    "json": TypeMapping("json", pa.string(), "VARIANT", "VARCHAR", load_expr="PARSE_JSON({})"),
+    "jsonb": TypeMapping("json", pa.string(), "VARIANT", "VARCHAR", load_expr="PARSE_JSON({})"),
     "uuid": TypeMapping("uuid", pa.string(), "VARCHAR(36)", "VARCHAR(36)"),
     "bytea": TypeMapping("bytes", pa.binary(), "BINARY", "BINARY"),
 }

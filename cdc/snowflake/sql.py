@@ -194,7 +194,7 @@ def _unchanged(alias: str, col: Column) -> str:
 def _value(col: Column, alias: str) -> str:
     """A load column as the target stores it (json text becomes VARIANT)."""
     ref = f"{alias}.{ident(col.stage_name)}"
-    return f"PARSE_JSON({ref})" if column_mapping(col).kind == "json" else ref
+    return column_mapping(col).load_expr.format(ref)
 
 
 def merge_sql(
