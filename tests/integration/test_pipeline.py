@@ -6,59 +6,18 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
+from helpers import Pipeline
 
-from cdc.app import aws_client, build_engine
-from cdc.checkpoint import CheckpointStore
+from cdc.app import build_engine
 from cdc.demo import TABLES, compare_table, create_schema, replicate_until_caught_up, run_workload
-from cdc.engine import Engine
 from cdc.model import Lsn
-from cdc.settings import Settings
 from cdc.stage import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Pipeline:
-    """One test's own schema, slot, pipeline name and stage prefix."""
-
-    def __init__(self, stack: Any, **overrides: Any) -> None:
-        self.name = f"t{uuid.uuid4().hex[:10]}"
-        self.schema = f"s_{self.name}"
-        self.admin = psycopg2.connect(stack.env["postgres_admin_dsn"])
-        self.admin.autocommit = True
-        self.conn = psycopg2.connect(stack.env["postgres_dsn"])
-        self.settings: Settings = stack.settings.replace(
-            pipeline=self.name, source_tables=overrides.pop("source_tables", ()), **overrides
-        )
-        self.engine: Engine = build_engine(self.settings)
-        self.store = CheckpointStore(
-            aws_client(self.settings, "dynamodb"), self.settings.checkpoint_table, self.name
-        )
-
-    def slot_confirmed(self) -> Lsn:
-        with self.admin.cursor() as cur:
-            cur.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                (self.settings.source_slot,),
-            )
-            return Lsn.parse(cur.fetchone()[0])
-
-    def close(self) -> None:
-        self.engine.close()
-        self.conn.close()
-        with self.admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                (self.settings.source_slot,),
-            )
-            cur.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
-        self.admin.close()
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""Shared helpers for integration tests: a pipeline with its own schema, slot and stage prefix."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg2
+
+from cdc.app import aws_client, build_engine
+from cdc.checkpoint import CheckpointStore
+from cdc.engine import Engine
+from cdc.model import Lsn
+from cdc.settings import Settings
+
+
+class Pipeline:
+    """One test's own schema, slot, pipeline name and stage prefix."""
+
+    def __init__(self, stack: Any, **overrides: Any) -> None:
+        self.name = f"t{uuid.uuid4().hex[:10]}"
+        self.schema = f"s_{self.name}"
+        self.admin = psycopg2.connect(stack.env["postgres_admin_dsn"])
+        self.admin.autocommit = True
+        self.conn = psycopg2.connect(stack.env["postgres_dsn"])
+        self.settings: Settings = stack.settings.replace(
+            pipeline=self.name, source_tables=overrides.pop("source_tables", ()), **overrides
+        )
+        self.engine: Engine = build_engine(self.settings)
+        self.store = CheckpointStore(
+            aws_client(self.settings, "dynamodb"), self.settings.checkpoint_table, self.name
+        )
+
+    def slot_confirmed(self) -> Lsn:
+        with self.admin.cursor() as cur:
+            cur.execute(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (self.settings.source_slot,),
+            )
+            return Lsn.parse(cur.fetchone()[0])
+
+    def close(self) -> None:
+        self.engine.close()
+        self.conn.close()
+        with self.admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (self.settings.source_slot,),
+            )
+            cur.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        self.admin.close()
