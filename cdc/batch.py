@@ -34,7 +34,13 @@ META_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("_CDC_OP", pa.string()),
     ("_CDC_COMMIT_TS", COMMIT_TS_TYPE),
     ("_CDC_UNCHANGED", pa.string()),
+    ("_CDC_MOVED", pa.bool_()),
+    ("_CDC_CHAIN", pa.int64()),
 )
+# After META_COLUMNS, one origin column (``Column.origin_name``) per key column: on the rows of a
+# row whose key changed in this window (from the move on), the key it had before its first move,
+# and in ``_CDC_CHAIN`` the seq of that first move. The MERGE takes unchanged TOAST values of a
+# moved row from its origin. ``_CDC_MOVED`` marks the row a key change moved in.
 
 
 def part_name(index: int) -> str:
@@ -62,11 +68,20 @@ class _TableBuffer:
                 pa.field(col.stage_name, m.arrow, metadata={"pg_name": col.name, "pg_type": col.type_name})
                 for col, m in zip(table.columns, self.mappings, strict=True)
             ]
-            + [pa.field(name, typ) for name, typ in META_COLUMNS],
+            + [pa.field(name, typ) for name, typ in META_COLUMNS]
+            + [
+                pa.field(col.origin_name, m.arrow)
+                for col, m in zip(table.columns, self.mappings, strict=True)
+                if col.name in table.key
+            ],
             metadata={"pg_schema": table.schema, "pg_table": table.name},
         )
+        self.key_columns = table.key_columns
         self.values: list[list[Any]] = [[] for _ in table.columns]
         self.meta: list[list[Any]] = [[] for _ in META_COLUMNS]
+        self.origins: list[list[Any]] = [[] for _ in table.key]
+        # key now -> (key before its first move in this window, seq of that move)
+        self.moved: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
         self.files: list[StagedFile] = []
         self.rows = 0
         self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}
@@ -85,11 +100,18 @@ class _TableBuffer:
                     "evolution is not supported yet: re-snapshot the table)"
                 )
 
-    def append(self, row: list[Any], meta: tuple[int, int, str, str, str | None]) -> None:
+    def append(
+        self,
+        row: list[Any],
+        meta: tuple[int, int, str, str, str | None, bool, int | None],
+        origin: tuple[Any, ...] | None,
+    ) -> None:
         for column, value in zip(self.values, row, strict=True):
             column.append(value)
         for column, value in zip(self.meta, meta, strict=True):
             column.append(value)
+        for i, column in enumerate(self.origins):
+            column.append(None if origin is None else origin[i])
         self.rows += 1
 
     def flush(self) -> StagedFile | None:
@@ -99,15 +121,21 @@ class _TableBuffer:
         for i, (col, mapping) in enumerate(zip(self.table.columns, self.mappings, strict=True)):
             arrays.append(convert_column(self.table, col, mapping, self.values[i]))
             self.values[i] = []
-        lsns, seqs, ops, stamps, unchanged = self.meta
+        lsns, seqs, ops, stamps, unchanged, moved, chain = self.meta
         arrays += [
             pa.array(lsns, pa.int64()),
             pa.array(seqs, pa.int64()),
             pa.array(ops, pa.string()),
             commit_timestamps(self.table, stamps),
             pa.array(unchanged, pa.string()),
+            pa.array(moved, pa.bool_()),
+            pa.array(chain, pa.int64()),
         ]
         self.meta = [[] for _ in META_COLUMNS]
+        for i, col in enumerate(self.key_columns):
+            mapping = self.mappings[self.index[col.name]]
+            arrays.append(convert_column(self.table, col, mapping, self.origins[i]))
+            self.origins[i] = []
         data = pa.Table.from_arrays(arrays, schema=self.schema)
         name = part_name(len(self.files))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +198,7 @@ class WindowWriter:
         lsn = commit_lsn.value
         if change.op == "T":
             buf.truncate = (lsn, self._seq)
+            buf.moved.clear()
             self._seq += 1
         elif change.op == "I":
             values = _values(change, "values", buf)
@@ -180,19 +209,31 @@ class WindowWriter:
                     "that the replicated table schema has (schema evolution is not supported yet: "
                     "re-snapshot the table)"
                 )
+            buf.moved.pop(tuple(values[k] for k in buf.table.key), None)
             self._emit(buf, _row(buf, values), lsn, "I", commit_ts, None)
         elif change.op == "U":
             identity = _values(change, "identity", buf)
             old = dict(zip(buf.table.key, _key(buf, identity, change), strict=True))
             # a key column the update left out (an unchanged TOASTed key) still has the old value
             values = old | _values(change, "values", buf)
-            if any(values[k] != v for k, v in old.items()):
-                self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
+            old_key = tuple(old.values())
+            new_key = tuple(values[k] for k in buf.table.key)
             omitted = [col.attnum for col in buf.table.columns if col.name not in values]
             unchanged = "," + "".join(f"{attnum}," for attnum in omitted) if omitted else None
-            self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged)
+            if new_key != old_key:
+                # a key change: delete the old key, then move the row in under the new one
+                self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
+                origin, chain = buf.moved.pop(old_key, (old_key, self._seq))
+                buf.moved[new_key] = (origin, chain)
+                self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged, True, chain, origin)
+            elif new_key in buf.moved:
+                origin, chain = buf.moved[new_key]
+                self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged, False, chain, origin)
+            else:
+                self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged)
         elif change.op == "D":
             old = dict(zip(buf.table.key, _key(buf, _values(change, "identity", buf), change), strict=True))
+            buf.moved.pop(tuple(old.values()), None)
             self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
         else:
             raise DecodeError(f"table {buf.table.qualified}: unknown change operation {change.op!r}")
@@ -224,9 +265,18 @@ class WindowWriter:
         return buf
 
     def _emit(
-        self, buf: _TableBuffer, row: list[Any], lsn: int, op: str, ts: str, unchanged: str | None
+        self,
+        buf: _TableBuffer,
+        row: list[Any],
+        lsn: int,
+        op: str,
+        ts: str,
+        unchanged: str | None,
+        moved: bool = False,
+        chain: int | None = None,
+        origin: tuple[Any, ...] | None = None,
     ) -> None:
-        buf.append(row, (lsn, self._seq, op, ts, unchanged))
+        buf.append(row, (lsn, self._seq, op, ts, unchanged, moved, chain), origin)
         self._seq += 1
         self._rows += 1
         if buf.pending >= self._part_max_rows:

@@ -61,6 +61,11 @@ class Column:
         """The column's name in Parquet parts and load tables: safe in any SQL dialect."""
         return f"C{self.attnum}"
 
+    @property
+    def origin_name(self) -> str:
+        """For a key column: the column holding the key a moved row had at window start."""
+        return f"O{self.attnum}"
+
 
 @dataclass(frozen=True)
 class TableSchema:

@@ -10,7 +10,10 @@ The MERGE applies the latest change per key of one window's load table:
 * a change applies only if its ``_CDC_LSN`` is newer than the row's, so re-applying a window
   changes nothing;
 * a toastable column an update left out (``_CDC_UNCHANGED``) takes its value from the latest
-  change in the window that did send it, else keeps the target's value;
+  change of the same row in the window that did send it, else keeps the target's value. A row
+  whose key changed in the window (``_CDC_CHAIN``, origin key ``O<attnum>``) takes it from its
+  own earlier changes since the move, else from the changes of its origin key before the move,
+  else from the target row under the origin key;
 * a truncate ``(lsn, seq)`` ignores the window's rows before it and deletes every target row
   older than it, in the same statement (so the table is never seen half-applied).
 
@@ -58,7 +61,12 @@ TARGET_META: tuple[tuple[str, str], ...] = (
     ("_CDC_COMMIT_TS", "TIMESTAMP_TZ(6)"),
     ("_CDC_SYNCED_AT", "TIMESTAMP_TZ(6)"),
 )
-LOAD_META: tuple[tuple[str, str], ...] = (*TARGET_META[:4], ("_CDC_UNCHANGED", "VARCHAR"))
+LOAD_META: tuple[tuple[str, str], ...] = (
+    *TARGET_META[:4],
+    ("_CDC_UNCHANGED", "VARCHAR"),
+    ("_CDC_MOVED", "BOOLEAN"),
+    ("_CDC_CHAIN", "NUMBER(19,0)"),
+)
 # metadata the MERGE copies from the load table (``_CDC_SYNCED_AT`` is the MERGE's own clock)
 _COPIED_META = tuple(name for name, _ in TARGET_META[:4])
 
@@ -135,6 +143,7 @@ def load_table_name(pipeline: str, window_id: str, table: TableSchema) -> str:
 def create_load_table_sql(database: str, load_schema: str, load_name: str, table: TableSchema) -> str:
     lines = [f"{ident(c.stage_name)} {column_mapping(c).load_snowflake}" for c in table.columns]
     lines += [f"{ident(name)} {type_}" for name, type_ in LOAD_META]
+    lines += [f"{ident(c.origin_name)} {column_mapping(c).load_snowflake}" for c in table.key_columns]
     body = ",\n  ".join(lines)
     fq = qualified(database, load_schema, load_name)
     return f"CREATE OR REPLACE TRANSIENT TABLE {fq} (\n  {body}\n)"
@@ -209,52 +218,86 @@ def merge_sql(
     cols = target_columns(table)
     key_cols = table.key_columns
     toast = [c for c in table.columns if c.toastable and c.name not in table.key]
-    sent = {c.name: ident(f"_SRC_{c.stage_name}") for c in toast}
-    alias = {c.name: f"v{c.attnum}" for c in toast}
 
     where = f'x."_CDC_LSN" <= {_number(max_lsn, "max_lsn")}'
     if truncate is not None:
         trunc_lsn, trunc_seq = _number(truncate[0], "truncate LSN"), _number(truncate[1], "truncate seq")
         where += f' AND x."_CDC_SEQ" > {trunc_seq}'
     partition = ", ".join(f"x.{ident(c.stage_name)}" for c in key_cols)
+    running = 'ORDER BY x."_CDC_SEQ" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW'
 
-    # inner: the latest change per key, and per toastable column the seq of the latest change
-    # that sent a value for it
-    inner = ["x.*"] + [
-        f'MAX(CASE WHEN {_unchanged("x", c)} THEN NULL ELSE x."_CDC_SEQ" END) '
-        f"OVER (PARTITION BY {partition}) AS {sent[c.name]}"
-        for c in toast
+    # w: every change of the window with, per row, the running bookkeeping the fill needs
+    inner = [
+        "x.*",
+        f"ROW_NUMBER() OVER (PARTITION BY {partition} "
+        'ORDER BY x."_CDC_LSN" DESC, x."_CDC_SEQ" DESC) AS "_RN"',
     ]
+    if toast:
+        # the seq where the key's current life began in this window (an insert or a move in)
+        inner.append(
+            f"MAX(CASE WHEN x.\"_CDC_OP\" = 'I' OR x.\"_CDC_MOVED\" THEN x.\"_CDC_SEQ\" END) "
+            f'OVER (PARTITION BY {partition} {running}) AS "_LS"'
+        )
+    for c in toast:
+        sent = f"CASE WHEN x.\"_CDC_OP\" <> 'D' AND NOT {_unchanged('x', c)} THEN x.\"_CDC_SEQ\" END"
+        inner.append(f'MAX({sent}) OVER (PARTITION BY {partition} {running}) AS "_KS{c.attnum}"')
+        inner.append(f'MAX({sent}) OVER (PARTITION BY x."_CDC_CHAIN" {running}) AS "_CS{c.attnum}"')
+
+    moved = f"l.{ident(key_cols[0].origin_name)} IS NOT NULL"
     select = []
+    joins = []
     for col, name in cols:
         expr = _value(col, "l")
-        if col.name in sent:
-            sender = _value(col, alias[col.name])
-            expr = f"CASE WHEN l.{sent[col.name]} IS NULL THEN cur.{name} ELSE {sender} END"
+        if col in toast:
+            n = col.attnum
+            source = (
+                f'CASE WHEN l."_KS{n}" >= COALESCE(l."_LS", -1) THEN l."_KS{n}" '
+                f'WHEN {moved} THEN COALESCE(l."_CS{n}", '
+                f'CASE WHEN d."_KS{n}" >= COALESCE(d."_LS", -1) THEN d."_KS{n}" END) END'
+            )
+            joins.append(f'LEFT JOIN {load_fq} v{n} ON v{n}."_CDC_SEQ" = {source}')
+            expr = (
+                f'CASE WHEN v{n}."_CDC_SEQ" IS NOT NULL THEN {_value(col, f"v{n}")} '
+                f"WHEN {moved} THEN org.{name} ELSE cur.{name} END"
+            )
         select.append(f"{expr} AS {name}")
     select += [f"l.{ident(m)} AS {ident(m)}" for m in _COPIED_META]
 
-    joins = [
-        f'LEFT JOIN {load_fq} {alias[c.name]} ON {alias[c.name]}."_CDC_SEQ" = l.{sent[c.name]}' for c in toast
-    ]
     if toast:
-        on = " AND ".join(f"cur.{ident(c.name)} = l.{ident(c.stage_name)}" for c in key_cols)
-        if truncate is not None:
-            on += f' AND cur."_CDC_LSN" >= {trunc_lsn}'
-        joins.append(f"LEFT JOIN {target_fq} cur ON {on}")
+        newer = f' AND cur."_CDC_LSN" >= {trunc_lsn}' if truncate is not None else ""
+        org_newer = f' AND org."_CDC_LSN" >= {trunc_lsn}' if truncate is not None else ""
+        on_cur = " AND ".join(f"cur.{ident(c.name)} = l.{ident(c.stage_name)}" for c in key_cols)
+        on_org = " AND ".join(f"org.{ident(c.name)} = l.{ident(c.origin_name)}" for c in key_cols)
+        joins = [
+            'LEFT JOIN w d ON d."_CDC_SEQ" = l."_CDC_CHAIN" - 1',
+            *joins,
+            f"LEFT JOIN {target_fq} cur ON {on_cur}{newer}",
+            f"LEFT JOIN {target_fq} org ON {on_org}{org_newer}",
+        ]
 
     sep, inner_sep, set_sep = ",\n    ", ",\n      ", ",\n  "
-    using = (
-        f"  SELECT\n    {sep.join(select)}\n"
-        f"  FROM (\n    SELECT\n      {inner_sep.join(inner)}\n"
-        f"    FROM {load_fq} x\n"
-        f"    WHERE {where}\n"
-        f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
-        'ORDER BY x."_CDC_LSN" DESC, x."_CDC_SEQ" DESC) = 1\n'
-        "  ) l"
-    )
-    for join in joins:
-        using += f"\n  {join}"
+    if not toast:
+        using = (
+            f"  SELECT\n    {sep.join(select)}\n"
+            f"  FROM (\n    SELECT\n      x.*\n"
+            f"    FROM {load_fq} x\n"
+            f"    WHERE {where}\n"
+            f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
+            'ORDER BY x."_CDC_LSN" DESC, x."_CDC_SEQ" DESC) = 1\n'
+            "  ) l"
+        )
+    else:
+        using = (
+            f"  WITH w AS (\n    SELECT\n      {inner_sep.join(inner)}\n"
+            f"    FROM {load_fq} x\n"
+            f"    WHERE {where}\n"
+            "  )\n"
+            f"  SELECT\n    {sep.join(select)}\n"
+            "  FROM w l"
+        )
+        for join in joins:
+            using += f"\n  {join}"
+        using += '\n  WHERE l."_RN" = 1'
     if truncate is not None:
         # one delete marker for every target row older than the truncate that no later change
         # in this window touches

@@ -63,13 +63,28 @@ def by_table(staged: list[StagedTable]) -> dict[str, StagedTable]:
     return {s.table.name: s for s in staged}
 
 
-def read_rows(spool: Path, staged: StagedTable) -> list[dict[str, Any]]:
-    """All parts of a table, in part order, as dicts keyed by PostgreSQL column name."""
+MOVE_COLUMNS = ("_CDC_MOVED", "_CDC_CHAIN")
+
+
+def read_rows(spool: Path, staged: StagedTable, moves: bool = False) -> list[dict[str, Any]]:
+    """All parts of a table, in part order, as dicts keyed by PostgreSQL column name.
+
+    The key-move bookkeeping columns (``_CDC_MOVED``, ``_CDC_CHAIN``, ``O<attnum>``) are left out
+    unless ``moves`` asks for them; origin columns are then named ``origin:<key column>``.
+    """
     names = {c.stage_name: c.name for c in staged.table.columns}
+    origins = {c.origin_name: f"origin:{c.name}" for c in staged.table.key_columns}
     rows: list[dict[str, Any]] = []
     for f in staged.files:
         for row in pq.read_table(spool / staged.stage_dir / f.name).to_pylist():
-            rows.append({names.get(k, k): v for k, v in row.items()})
+            out = {}
+            for k, v in row.items():
+                if k in origins or k in MOVE_COLUMNS:
+                    if moves:
+                        out[origins.get(k, k)] = v
+                    continue
+                out[names.get(k, k)] = v
+            rows.append(out)
     return rows
 
 
@@ -106,7 +121,9 @@ def test_types_are_staged_exactly(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert field.type == pa.int16()
     assert part.schema.field("C20").type == pa.decimal128(10, 2)
     assert part.schema.field("C15").type == pa.timestamp("us", tz="UTC")
-    assert part.schema.names[-5:] == ["_CDC_LSN", "_CDC_SEQ", "_CDC_OP", "_CDC_COMMIT_TS", "_CDC_UNCHANGED"]
+    assert part.schema.names[-8:] == [
+        "_CDC_LSN", "_CDC_SEQ", "_CDC_OP", "_CDC_COMMIT_TS", "_CDC_UNCHANGED", "_CDC_MOVED", "_CDC_CHAIN", "O1",
+    ]
     assert part.schema.field("_CDC_COMMIT_TS").type == pa.timestamp("us", tz="UTC")
 
     r1, r2, r3, r4 = read_rows(tmp_path, staged)
@@ -437,3 +454,53 @@ def test_table_without_primary_key_is_a_schema_error(tmp_path: Path) -> None:
     writer = WindowWriter(tmp_path, lambda s, t: keyless)
     with pytest.raises(SchemaError, match="s.nokey has no primary key"):
         writer.add(Change(op="I", schema="s", table="nokey", lsn=Lsn(1), values={"a": 1}), Lsn(2), "x")
+
+
+MOVES = TableSchema(
+    "public",
+    "moves",
+    (
+        Column("id", 1, "integer", 23, nullable=False),
+        Column("big", 2, "text", 25, toastable=True),
+        Column("n", 3, "integer", 23),
+    ),
+    ("id",),
+)
+
+
+def test_key_changes_carry_the_key_the_row_had_before_its_first_move(tmp_path: Path) -> None:
+    writer = WindowWriter(tmp_path, lambda s, t: MOVES)
+    ts_text = "2026-11-29 07:02:32.502865+00"
+
+    def change(op: str, values: dict[str, Any] | None, identity: dict[str, Any] | None) -> None:
+        writer.add(Change(op, "public", "moves", Lsn(5), values, identity), Lsn(100), ts_text)  # type: ignore[arg-type]
+
+    change("U", {"id": 2, "n": 1}, {"id": 1})  # 1 -> 2, big unchanged (TOAST)
+    change("U", {"id": 2, "n": 2}, {"id": 2})  # same row, still moved
+    change("U", {"id": 3, "n": 3}, {"id": 2})  # 2 -> 3: same chain, origin stays 1
+    change("I", {"id": 1, "big": "new", "n": 0}, None)  # key 1 reused by a new row
+    change("U", {"id": 1, "n": 9}, {"id": 1})  # the new row 1 is not moved
+    change("D", None, {"id": 3})
+    change("U", {"id": 4, "n": 4}, {"id": 5})  # another chain
+    change("T", None, None)
+    change("U", {"id": 4, "n": 5}, {"id": 4})  # after a truncate nothing is moved
+    [staged] = writer.close()
+    rows = read_rows(tmp_path, staged, moves=True)
+    got = [
+        (r["_CDC_SEQ"], r["_CDC_OP"], r["id"], r["_CDC_MOVED"], r["_CDC_CHAIN"], r["origin:id"], r["_CDC_UNCHANGED"])
+        for r in rows
+    ]
+    assert got == [
+        (0, "D", 1, False, None, None, None),
+        (1, "U", 2, True, 1, 1, ",2,"),
+        (2, "U", 2, False, 1, 1, ",2,"),
+        (3, "D", 2, False, None, None, None),
+        (4, "U", 3, True, 1, 1, ",2,"),
+        (5, "I", 1, False, None, None, None),
+        (6, "U", 1, False, None, None, ",2,"),
+        (7, "D", 3, False, None, None, None),
+        (8, "D", 5, False, None, None, None),
+        (9, "U", 4, True, 9, 5, ",2,"),
+        (11, "U", 4, False, None, None, ",2,"),
+    ]
+    assert staged.truncate == (100, 10)
