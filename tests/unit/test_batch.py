@@ -122,7 +122,14 @@ def test_types_are_staged_exactly(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert part.schema.field("C20").type == pa.decimal128(10, 2)
     assert part.schema.field("C15").type == pa.timestamp("us", tz="UTC")
     assert part.schema.names[-8:] == [
-        "_CDC_LSN", "_CDC_SEQ", "_CDC_OP", "_CDC_COMMIT_TS", "_CDC_UNCHANGED", "_CDC_MOVED", "_CDC_CHAIN", "O1",
+        "_CDC_LSN",
+        "_CDC_SEQ",
+        "_CDC_OP",
+        "_CDC_COMMIT_TS",
+        "_CDC_UNCHANGED",
+        "_CDC_MOVED",
+        "_CDC_CHAIN",
+        "O1",
     ]
     assert part.schema.field("_CDC_COMMIT_TS").type == pa.timestamp("us", tz="UTC")
 
@@ -487,7 +494,15 @@ def test_key_changes_carry_the_key_the_row_had_before_its_first_move(tmp_path: P
     [staged] = writer.close()
     rows = read_rows(tmp_path, staged, moves=True)
     got = [
-        (r["_CDC_SEQ"], r["_CDC_OP"], r["id"], r["_CDC_MOVED"], r["_CDC_CHAIN"], r["origin:id"], r["_CDC_UNCHANGED"])
+        (
+            r["_CDC_SEQ"],
+            r["_CDC_OP"],
+            r["id"],
+            r["_CDC_MOVED"],
+            r["_CDC_CHAIN"],
+            r["origin:id"],
+            r["_CDC_UNCHANGED"],
+        )
         for r in rows
     ]
     assert got == [
