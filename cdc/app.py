@@ -16,7 +16,7 @@ from cdc.checkpoint import CheckpointStore
 from cdc.engine import Engine
 from cdc.logs import register_secret
 from cdc.secrets import VaultSecrets
-from cdc.settings import Settings
+from cdc.settings import Settings, parse_keys
 from cdc.snowflake.sink import SnowflakeSink
 from cdc.source.slot import PostgresSource
 from cdc.stage import open_stage
@@ -62,7 +62,12 @@ def source_params(settings: Settings, secrets: VaultSecrets) -> dict[str, Any]:
 
 
 def build_source(settings: Settings, secrets: VaultSecrets) -> PostgresSource:
-    return PostgresSource(source_params(settings, secrets), settings.source_slot, settings.source_tables)
+    return PostgresSource(
+        source_params(settings, secrets),
+        settings.source_slot,
+        settings.source_tables,
+        parse_keys(settings.source_keys),
+    )
 
 
 def build_sink(settings: Settings, secrets: VaultSecrets) -> SnowflakeSink:

@@ -19,9 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdc.convert import COMMIT_TS_TYPE, commit_timestamps, convert_column
-from cdc.errors import DecodeError, SchemaError
-from cdc.model import Change, Lsn, StagedFile, StagedTable, TableSchema
+from cdc.convert import COMMIT_TS_TYPE, ValueLookup, commit_timestamps, convert_column, fill_from_source
+from cdc.errors import DecodeError, SchemaError, UnknownColumn
+from cdc.model import Change, Column, Lsn, StagedFile, StagedTable, TableSchema
 from cdc.typemap import column_mapping
 
 __all__ = ["META_COLUMNS", "StagedFile", "StagedTable", "WindowWriter", "part_name"]
@@ -77,6 +77,7 @@ class _TableBuffer:
             metadata={"pg_schema": table.schema, "pg_table": table.name},
         )
         self.key_columns = table.key_columns
+        self.aliases: dict[str, str | None] = {}
         self.values: list[list[Any]] = [[] for _ in table.columns]
         self.meta: list[list[Any]] = [[] for _ in META_COLUMNS]
         self.origins: list[list[Any]] = [[] for _ in table.key]
@@ -91,14 +92,20 @@ class _TableBuffer:
     def pending(self) -> int:
         return len(self.meta[0])
 
-    def check_known(self, names: dict[str, Any], what: str) -> None:
+    def known(self, names: dict[str, Any], aliases: dict[str, str | None]) -> dict[str, Any]:
+        """The values under their current column names: renamed columns under the new name,
+        dropped columns left out. A name nobody knows raises ``UnknownColumn``."""
+        if aliases:
+            renamed: dict[str, Any] = {}
+            for name, value in names.items():
+                current = aliases.get(name, name)
+                if current is not None:
+                    renamed[current] = value
+            names = renamed
         for name in names:
             if name not in self.index:
-                raise SchemaError(
-                    f"table {self.table.qualified}: the change's {what} has column {name!r}, which the "
-                    "replicated table schema does not know (a column was added or renamed; schema "
-                    "evolution is not supported yet: re-snapshot the table)"
-                )
+                raise UnknownColumn(self.table.schema, self.table.name, name)
+        return names
 
     def append(
         self,
@@ -114,9 +121,11 @@ class _TableBuffer:
             column.append(None if origin is None else origin[i])
         self.rows += 1
 
-    def flush(self) -> StagedFile | None:
+    def flush(self, resolver: ValueLookup | None = None) -> StagedFile | None:
         if not self.pending:
             return None
+        if resolver is not None:  # NaN/Infinity that wal2json sent as null: read them at the source
+            fill_from_source(self.table, self.mappings, self.values, self.meta[2], self.meta[4], resolver)
         arrays: list[pa.Array] = []
         for i, (col, mapping) in enumerate(zip(self.table.columns, self.mappings, strict=True)):
             arrays.append(convert_column(self.table, col, mapping, self.values[i]))
@@ -168,12 +177,14 @@ class WindowWriter:
         spool_dir: Path,
         schema_for: Callable[[str, str], TableSchema],
         part_max_rows: int = 50_000,
+        resolver: ValueLookup | None = None,
     ) -> None:
         if part_max_rows < 1:
             raise ValueError(f"part_max_rows must be at least 1, got {part_max_rows}")
         self._spool_dir = Path(spool_dir)
         self._schema_for = schema_for
         self._part_max_rows = part_max_rows
+        self._resolver = resolver
         self._tables: dict[tuple[str, str], _TableBuffer] = {}
         self._seq = 0
         self._rows = 0
@@ -202,13 +213,12 @@ class WindowWriter:
             self._seq += 1
         elif change.op == "I":
             values = _values(change, "values", buf)
-            missing = [col.name for col in buf.table.columns if col.name not in values]
-            if missing:
-                raise SchemaError(
-                    f"table {buf.table.qualified}: an insert at LSN {change.lsn} lacks columns {missing} "
-                    "that the replicated table schema has (schema evolution is not supported yet: "
-                    "re-snapshot the table)"
-                )
+            if len(values) < len(buf.table.columns):
+                # columns added after this insert: the row reads their missing value (or NULL)
+                values = {
+                    **{c.name: _missing_value(c) for c in buf.table.columns if c.name not in values},
+                    **values,
+                }
             buf.moved.pop(tuple(values[k] for k in buf.table.key), None)
             self._emit(buf, _row(buf, values), lsn, "I", commit_ts, None)
         elif change.op == "U":
@@ -238,6 +248,21 @@ class WindowWriter:
         else:
             raise DecodeError(f"table {buf.table.qualified}: unknown change operation {change.op!r}")
         buf.ops[change.op] += 1
+
+    def alias(self, table: TableSchema, name: str, current: str | None) -> None:
+        """Read ``name`` in this table's changes as column ``current`` (None: ignore its values)."""
+        self._buffer(table.schema, table.name).aliases[name] = current
+
+    def has_rows(self, table: TableSchema) -> bool:
+        buf = self._tables.get(table.ident)
+        return buf is not None and (buf.rows > 0 or buf.truncate is not None)
+
+    def replace_schema(self, table: TableSchema) -> None:
+        """Use a newer schema for a table that has no rows in this window yet."""
+        buf = self._tables.get(table.ident)
+        if buf is not None and (buf.rows or buf.truncate is not None):
+            raise RuntimeError(f"table {table.qualified} already has rows in this window")
+        self._tables.pop(table.ident, None)
 
     def close(self) -> list[StagedTable]:
         """Write what is still buffered; return one ``StagedTable`` per table the window touched."""
@@ -283,7 +308,7 @@ class WindowWriter:
             self._flush(buf)
 
     def _flush(self, buf: _TableBuffer) -> None:
-        staged = buf.flush()
+        staged = buf.flush(self._resolver)
         if staged is not None:
             self._bytes += staged.bytes
 
@@ -296,8 +321,22 @@ def _values(change: Change, what: str, buf: _TableBuffer) -> dict[str, Any]:
             f"table {buf.table.qualified}: {op} at LSN {change.lsn} has no {what}; the table needs a "
             "primary key (or REPLICA IDENTITY) and the slot the pipeline's wal2json options"
         )
-    buf.check_known(values, what)
-    return values
+    return buf.known(values, buf.aliases)
+
+
+def _missing_value(column: Column) -> Any:
+    """PostgreSQL's text form of a column's missing value, as wal2json would have sent it."""
+    text = column.missing
+    if text is None:
+        return None
+    kind = column_mapping(column).kind
+    if kind == "int":
+        return int(text)
+    if kind == "bool":
+        return text in ("t", "true")
+    if kind == "bytes" and text.startswith("\\x"):
+        return text[2:]
+    return text
 
 
 def _key(buf: _TableBuffer, values: dict[str, Any], change: Change) -> list[Any]:

@@ -13,17 +13,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from cdc.batch import StagedTable, WindowWriter
 from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
-from cdc.errors import CdcError, LeaseHeld, SlotMissing, SourceError, TransientError
+from cdc.errors import CdcError, LeaseHeld, SchemaError, SlotMissing, SourceError, TransientError
 from cdc.logs import WindowLog
-from cdc.model import Begin, Change, Commit, Lsn, Message, TableSchema, WindowResult
+from cdc.model import Lsn, Message, TableSchema, WindowResult
+from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
 from cdc.source.catalog import Catalog
 from cdc.source.slot import SlotInfo, StreamPosition
@@ -46,7 +45,8 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    def ensure_table(self, table: TableSchema) -> None: ...
+    def ensure_table(self, table: TableSchema) -> Any: ...
+    def column_origins(self, table: TableSchema) -> dict[str, int]: ...
     def apply(
         self,
         table: TableSchema,
@@ -56,20 +56,6 @@ class Sink(Protocol):
         max_lsn: int,
         truncate: tuple[int, int] | None,
     ) -> Any: ...
-
-
-@dataclass
-class WindowRead:
-    """What the read step produced."""
-
-    staged: list[StagedTable]
-    end: Lsn  # restart position after this window
-    last_commit_lsn: Lsn | None
-    transactions: int
-    changes: int
-    stop_reason: str
-    caught_up: bool
-    skipped_tables: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -168,12 +154,27 @@ class Engine:
         self._check_slot(checkpoint, slot)
 
         catalog = self.source.catalog()
-        notes = tuple(catalog.refused.values())
-        for reason in notes:
-            wlog.warning(reason)
+        stopped: dict[str, Any] = dict(checkpoint.extra.get("stopped_tables") or {})
+        notes = list(catalog.refused.values())
+        notes += [f"table {t} is stopped since {v['lsn']}: {v['reason']}" for t, v in stopped.items()]
+        for note in notes:
+            wlog.warning(note)
+        reader = WindowReader(
+            self.source,
+            catalog,
+            lambda table: self.sink.column_origins(table),
+            skip={(v["schema"], v["table"]) for v in stopped.values()},
+        )
+        bounds = ReadBounds(
+            until=self.source.current_wal_lsn(),
+            deadline=time.monotonic() + self.budget_s(),
+            max_changes=self.settings.window_max_changes,
+            part_max_rows=self.settings.part_max_rows,
+        )
         pipeline = self.settings.pipeline
         with tempfile.TemporaryDirectory(prefix="cdc-window-") as spool:
-            read = self._read(checkpoint.lsn, catalog, Path(spool), wlog)
+            read = reader.read(checkpoint.lsn, Path(spool), bounds)
+            notes += read.notes
             if read.end <= checkpoint.lsn and not read.staged:
                 return WindowResult(
                     pipeline,
@@ -184,23 +185,46 @@ class Engine:
                     duration_s=time.monotonic() - started,
                     stop_reason=read.stop_reason,
                     caught_up=read.caught_up,
-                    notes=notes,
+                    notes=tuple(notes),
                 )
             prefix = window_prefix(pipeline, checkpoint.lsn, read.end)
             bytes_staged = 0
             if read.staged:
                 bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
-        if read.staged:
+        for table, reason in read.stopped.items():
+            schema_name, table_name = reader.tables_by_name[table]
+            stopped[table] = {
+                "schema": schema_name,
+                "table": table_name,
+                "lsn": str(checkpoint.lsn),
+                "reason": reason,
+            }
+        applied = []
+        for staged in read.staged:
             assert read.last_commit_lsn is not None
-            for staged in read.staged:
-                self.sink.ensure_table(staged.table)
-                self.sink.apply(
-                    staged.table,
-                    f"{prefix}/{staged.stage_dir}",
-                    window_id=window_id,
-                    max_lsn=read.last_commit_lsn.value,
-                    truncate=staged.truncate,
-                )
+            try:
+                evolution = self.sink.ensure_table(staged.table)
+            except SchemaError as exc:
+                # this table stops (until it is re-snapshotted); the others go on
+                stopped[staged.table.qualified] = {
+                    "schema": staged.table.schema,
+                    "table": staged.table.name,
+                    "lsn": str(checkpoint.lsn),
+                    "reason": str(exc),
+                }
+                wlog.error("table stopped", extra={"table": staged.table.qualified, "reason": str(exc)})
+                continue
+            notes += list(getattr(evolution, "notes", []))
+            self.sink.apply(
+                staged.table,
+                f"{prefix}/{staged.stage_dir}",
+                window_id=window_id,
+                max_lsn=read.last_commit_lsn.value,
+                truncate=staged.truncate,
+            )
+            applied.append(staged)
+        new_stops = {t: v for t, v in stopped.items() if t not in checkpoint.extra.get("stopped_tables", {})}
+        notes += [f"table {t} stopped: {v['reason']}" for t, v in new_stops.items()]
         self.store.save(
             lsn=read.end,
             slot=self.source.slot,
@@ -208,9 +232,11 @@ class Engine:
             lease=lease,
             expected=checkpoint,
             extra={
+                **{k: v for k, v in checkpoint.extra.items() if k not in ("initialized",)},
                 "transactions": read.transactions,
                 "changes": read.changes,
                 "stage_prefix": prefix if read.staged else None,
+                "stopped_tables": stopped,
             },
         )
         self.source.confirm(read.end)
@@ -222,12 +248,13 @@ class Engine:
             str(read.end),
             transactions=read.transactions,
             changes=read.changes,
-            tables={s.table.qualified: dict(s.ops) for s in read.staged},
+            tables={s.table.qualified: dict(s.ops) for s in applied},
             bytes_staged=bytes_staged,
             duration_s=time.monotonic() - started,
             stop_reason=read.stop_reason,
             caught_up=read.caught_up,
-            notes=notes,
+            notes=tuple(notes),
+            stopped_tables=tuple(sorted(stopped)),
         )
 
     def _initialize(
@@ -276,70 +303,6 @@ class Engine:
                 f"replication slot {slot.name} is confirmed at {slot.confirmed_flush}, past the "
                 f"checkpoint {checkpoint.lsn}: changes in between are gone. Re-snapshot the pipeline"
             )
-
-    def _read(self, start: Lsn, catalog: Catalog, spool: Path, wlog: WindowLog) -> WindowRead:
-        """Read from ``start`` to a bound, always ending on a commit, writing parts to ``spool``."""
-        until = self.source.current_wal_lsn()
-        deadline = time.monotonic() + self.budget_s()
-        tables = dict(catalog.tables)
-        refused = set(catalog.refused)
-        position = StreamPosition(server_lsn=start)
-        read = WindowRead([], start, None, 0, 0, "caught_up", False)
-        writer = WindowWriter(spool, lambda s, t: tables[(s, t)], self.settings.part_max_rows)
-        txn: Begin | None = None
-        in_txn_changes = 0
-        stream = self.source.stream(start, until, deadline, position)
-        try:
-            for message, _size in stream:
-                if isinstance(message, Begin):
-                    txn, in_txn_changes = message, 0
-                elif isinstance(message, Change):
-                    if txn is None:
-                        raise SourceError("decoder sent a change outside a transaction")
-                    if message.ident not in tables and message.ident not in refused:
-                        # A table created after the window started: read the catalog again.
-                        fresh = self.source.catalog()
-                        tables.update(fresh.tables)
-                        refused.update(fresh.refused)
-                    if message.ident not in tables:
-                        read.skipped_tables.add(f"{message.schema}.{message.table}")
-                        continue
-                    writer.add(message, txn.commit_lsn, txn.commit_ts)
-                    in_txn_changes += 1
-                elif isinstance(message, Commit):
-                    txn = None
-                    read.transactions += 1
-                    read.changes += in_txn_changes
-                    read.end = message.end_lsn
-                    read.last_commit_lsn = message.commit_lsn
-                    if message.end_lsn >= until:
-                        read.stop_reason, read.caught_up = "wal_end", True
-                        break
-                    if read.changes >= self.settings.window_max_changes:
-                        read.stop_reason = "max_changes"
-                        break
-                    if time.monotonic() >= deadline:
-                        read.stop_reason = "time_budget"
-                        break
-            else:
-                if position.caught_up:
-                    read.caught_up = True
-                    # Every commit before the server's position has been received: safe to move there.
-                    read.end = max(read.end, position.server_lsn)
-                else:
-                    read.stop_reason = "time_budget"
-        finally:
-            stream.close()
-        if read.skipped_tables:
-            wlog.debug(
-                "changes of tables outside the replicated set skipped",
-                extra={"tables": sorted(read.skipped_tables)},
-            )
-        staged = writer.close()
-        # Rows of a transaction cut off by the time budget stay in the parts; the MERGE filters
-        # them with max_lsn (their commit LSN lies past the window's last commit).
-        read.staged = [s for s in staged if s.rows or s.truncate] if read.last_commit_lsn else []
-        return read
 
     def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:
         """Upload the window's parts, then its manifest: a manifest means the window is complete."""

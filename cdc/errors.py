@@ -96,3 +96,13 @@ class SecretsUnavailable(TransientError):
 
 class CheckpointError(PermanentError):
     """The checkpoint store is misconfigured (missing table, no permission)."""
+
+
+class UnknownColumn(SchemaError):
+    """A change names a column the window's table schema does not have (added, dropped or renamed)."""
+
+    def __init__(self, schema: str, table: str, column: str) -> None:
+        self.schema, self.table, self.column = schema, table, column
+        super().__init__(
+            f"table {schema}.{table}: a change has column {column!r}, which the table's schema does not have"
+        )

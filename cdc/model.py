@@ -55,6 +55,10 @@ class Column:
     type_oid: int
     nullable: bool = True
     toastable: bool = False  # varlena with a storage that can move the value out of line
+    # ALTER TABLE ... ADD COLUMN with a constant default: the value rows older than the column
+    # read (PostgreSQL's attmissingval), as text. None: such rows read NULL.
+    missing: str | None = None
+    has_default: bool = False
 
     @property
     def stage_name(self) -> str:
@@ -190,6 +194,7 @@ class WindowResult:
     caught_up: bool = False
     error: dict[str, str] | None = None
     notes: tuple[str, ...] = ()
+    stopped_tables: tuple[str, ...] = ()  # tables that wait for a re-snapshot
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +212,7 @@ class WindowResult:
             "caught_up": self.caught_up,
             "error": self.error,
             "notes": list(self.notes),
+            "stopped_tables": list(self.stopped_tables),
         }
 
 

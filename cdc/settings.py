@@ -79,7 +79,20 @@ FIELDS: tuple[Field, ...] = (
     Field("source_sslrootcert", "str", doc="CA bundle for verify-ca / verify-full."),
     Field("source_slot", "str", doc="Replication slot; default cdc_<pipeline>."),
     Field("source_tables", "list", (), doc="schema.table names to replicate; empty: every user table."),
+    Field(
+        "source_keys",
+        "str",
+        doc="Keys for tables without a primary key: 'schema.table:col1,col2;...'; "
+        "such a table needs REPLICA IDENTITY FULL (or an index covering the key).",
+    ),
     Field("source_connect_timeout_s", "int", 10),
+    Field(
+        "delete_mode",
+        "str",
+        "hard",
+        choices=("hard", "soft"),
+        doc="soft keeps deleted rows with _CDC_DELETED = TRUE.",
+    ),
     # vault
     Field("vault_addr", "str", required=True, doc="Vault address, e.g. https://vault:8200."),
     Field("vault_auth_method", "str", "token", choices=("token", "approle", "aws")),
@@ -144,7 +157,9 @@ class Settings:
     source_sslrootcert: str | None
     source_slot: str
     source_tables: tuple[str, ...]
+    source_keys: str | None
     source_connect_timeout_s: int
+    delete_mode: str
     vault_addr: str
     vault_auth_method: str
     vault_token: Secret | None
@@ -220,6 +235,21 @@ def load(
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """The Lambda's settings: environment variables only."""
     return load(None, env)
+
+
+def parse_keys(text: str | None) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``schema.table:col1,col2;schema.other:col`` -> {(schema, table): (col1, col2), ...}."""
+    keys: dict[tuple[str, str], tuple[str, ...]] = {}
+    for item in (text or "").split(";"):
+        if not item.strip():
+            continue
+        table, sep, cols = item.partition(":")
+        columns = tuple(c.strip() for c in cols.split(",") if c.strip())
+        if not sep or not _TABLE_NAME.match(table.strip()) or not columns:
+            raise ValueError(f"{item.strip()!r} must be written schema.table:col1,col2")
+        schema, name = table.strip().split(".", 1)
+        keys[(schema, name)] = columns
+    return keys
 
 
 def default_slot(pipeline: str) -> str:
@@ -304,6 +334,12 @@ def _build(raw: Mapping[str, Any], earlier: list[str] | None = None) -> Settings
     for table in values.get("source_tables") or ():
         if not _TABLE_NAME.match(table):
             problems.append(f"source_tables: {table!r} must be written schema.table")
+    keys = values.get("source_keys")
+    if isinstance(keys, str):
+        try:
+            parse_keys(keys)
+        except ValueError as exc:
+            problems.append(f"source_keys (CDC_SOURCE_KEYS): {exc}")
     stage_url = values.get("stage_url")
     if isinstance(stage_url, str):
         parsed = urlparse(stage_url)

@@ -18,7 +18,7 @@ from snowflake.connector import errors as sf_errors
 from cdc.errors import AuthError, CdcError, MergeError, PermanentError, SinkUnavailable
 from cdc.model import TableSchema
 from cdc.settings import Settings
-from cdc.snowflake import sql
+from cdc.snowflake import evolve, sql
 
 __all__ = ["ApplyResult", "SnowflakeSink", "map_error"]
 
@@ -54,6 +54,12 @@ _HINTS = {
     "merge": "the window was not applied and the checkpoint did not move; fix the target table "
     "(missing or retyped columns) or report the statement as a bug",
     "fetch": "check that the target table exists and the role may read it",
+    "describe": "check that the role may read the database's INFORMATION_SCHEMA",
+    "add column": "check that the role owns the target table",
+    "comment column": "check that the role owns the target table",
+    "fill column": "check that the role may update the target table",
+    "rename column": "check that the role owns the target table",
+    "widen column": "check that the role owns the target table",
 }
 
 
@@ -121,7 +127,7 @@ class SnowflakeSink:
         self._load_schema = load_schema
         self._pipeline = pipeline
         self._schemas: set[str] = set()
-        self._tables: set[tuple[str, str]] = set()
+        self._tables: dict[tuple[str, str], TableSchema] = {}
 
     @classmethod
     def connect(
@@ -174,13 +180,43 @@ class SnowflakeSink:
             pipeline=settings.pipeline,
         )
 
-    def ensure_table(self, table: TableSchema) -> None:
-        """Create the target schema and table if they are missing (once per sink)."""
-        if table.ident in self._tables:
-            return
+    def ensure_table(self, table: TableSchema) -> evolve.Evolution:
+        """Create the target table, or evolve it to the source schema (added, renamed, widened and
+        dropped columns); raises ``SchemaError`` for a change that cannot be applied safely.
+        Checked once per sink for each version of the table's schema."""
+        if self._tables.get(table.ident) == table:
+            return evolve.Evolution()
         self._ensure_schema(table.schema, table.qualified)
-        self._run(sql.create_target_table_sql(self._database, table), "create table", table.qualified)
-        self._tables.add(table.ident)
+        existing = self.describe(table)
+        target_fq = sql.target_table(self._database, table)
+        if not existing:
+            self._run(sql.create_target_table_sql(self._database, table), "create table", table.qualified)
+            for col, quoted in sql.target_columns(table):
+                self._run(evolve.comment_sql(target_fq, quoted, col), "comment column", table.qualified)
+            evolution = evolve.Evolution(notes=[f"table {table.qualified}: created {target_fq}"])
+        else:
+            has_rows = bool(
+                self._run(f"SELECT 1 FROM {target_fq} LIMIT 1", "fetch", table.qualified).fetchall()
+            )
+            evolution = evolve.plan(self._database, table, existing, has_rows)
+            for what, text in evolution.statements:
+                self._run(text, what, table.qualified)
+        for note in evolution.notes:
+            log.info(note, extra={"pipeline": self._pipeline, "table": table.qualified})
+        self._tables[table.ident] = table
+        return evolution
+
+    def describe(self, table: TableSchema) -> list[evolve.TargetColumn]:
+        """The target table's columns (empty when the table does not exist)."""
+        cur = self._run(evolve.describe_sql(self._database, table), "describe", table.qualified)
+        return [
+            evolve.TargetColumn(name, data_type, length, precision, scale, comment)
+            for name, data_type, length, precision, scale, comment in cur.fetchall()
+        ]
+
+    def column_origins(self, table: TableSchema) -> dict[str, int]:
+        """PostgreSQL name -> attnum of every target column this pipeline created."""
+        return {o[1]: o[0] for c in self.describe(table) if (o := c.origin) is not None}
 
     def apply(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.model import Column, TableSchema
@@ -29,7 +29,9 @@ SELECT a.attrelid, a.attname, a.attnum,
             ELSE format_type(a.atttypid, a.atttypmod) END,
        CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
        NOT a.attnotnull,
-       a.attstorage <> 'p'
+       a.attstorage <> 'p',
+       CASE WHEN a.atthasmissing THEN a.attmissingval::text END,
+       a.atthasdef
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
@@ -46,16 +48,53 @@ ORDER BY i.indrelid, k.ord
 """
 
 
+def array_element(text: str) -> str | None:
+    """The one element of a PostgreSQL array literal such as ``{5}`` or ``{"a \\"b\\""}``."""
+    inner = text[1:-1] if text.startswith("{") and text.endswith("}") else text
+    if inner.upper() == "NULL":
+        return None
+    if inner.startswith('"') and inner.endswith('"'):
+        out, escaped = [], False
+        for ch in inner[1:-1]:
+            if escaped:
+                out.append(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            else:
+                out.append(ch)
+        return "".join(out)
+    return inner
+
+
+# Partitions of partitioned tables: their changes count for the root table.
+_PARTITIONS_SQL = f"""
+SELECT n.nspname, c.relname, rn.nspname, r.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.relispartition AND c.relkind IN ('r', 'p') AND {SYSTEM_SCHEMA_FILTER}
+"""
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """Replicable tables, and those refused with the reason."""
+    """Replicable tables, those refused with the reason, and partitions with their root table."""
 
     tables: dict[tuple[str, str], TableSchema]
     refused: dict[tuple[str, str], str]
+    partitions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
 
-def load_catalog(conn: Any, only: tuple[str, ...] = ()) -> Catalog:
-    """Read every user table (or only the ``schema.table`` names given) with columns and key."""
+def load_catalog(
+    conn: Any, only: tuple[str, ...] = (), keys: dict[tuple[str, str], tuple[str, ...]] | None = None
+) -> Catalog:
+    """Read every user table (or only the ``schema.table`` names given) with columns and key.
+
+    The key is the one configured for the table in ``keys``, else the primary key, else the
+    replica identity index (REPLICA IDENTITY USING INDEX)."""
+    keys = keys or {}
     wanted = {tuple(name.split(".", 1)) for name in only}
     with conn.cursor() as cur:
         cur.execute(_TABLES_SQL)
@@ -66,18 +105,36 @@ def load_catalog(conn: Any, only: tuple[str, ...] = ()) -> Catalog:
         ]
         oids = [r[0] for r in rels]
         columns: dict[int, list[Column]] = {oid: [] for oid in oids}
-        keys: dict[int, dict[str, list[str]]] = {}
+        index_keys: dict[int, dict[str, list[str]]] = {}
         if oids:
             cur.execute(_COLUMNS_SQL, (oids,))
-            for relid, name, attnum, type_name, type_oid, nullable, toastable in cur.fetchall():
-                columns[relid].append(Column(name, attnum, type_name, type_oid, nullable, toastable))
+            for row in cur.fetchall():
+                relid, name, attnum, type_name, type_oid, nullable, toastable, missing, has_def = row
+                columns[relid].append(
+                    Column(
+                        name,
+                        attnum,
+                        type_name,
+                        type_oid,
+                        nullable,
+                        toastable,
+                        missing=array_element(missing) if missing is not None else None,
+                        has_default=has_def,
+                    )
+                )
             cur.execute(_KEYS_SQL, (oids,))
             for relid, primary, replident, attname, _ord in cur.fetchall():
-                kinds = keys.setdefault(relid, {})
+                kinds = index_keys.setdefault(relid, {})
                 if primary:
                     kinds.setdefault("primary", []).append(attname)
                 if replident:
                     kinds.setdefault("replident", []).append(attname)
+        cur.execute(_PARTITIONS_SQL)
+        partitions = {
+            (schema, name): (root_schema, root)
+            for schema, name, root_schema, root in cur.fetchall()
+            if not wanted or (root_schema, root) in wanted
+        }
     missing = wanted - {(r[1], r[2]) for r in rels}
     tables: dict[tuple[str, str], TableSchema] = {}
     refused: dict[tuple[str, str], str] = {}
@@ -87,8 +144,25 @@ def load_catalog(conn: Any, only: tuple[str, ...] = ()) -> Catalog:
             "(or is a partition): check the name"
         )
     for oid, schema, name, replident in rels:
-        kinds = keys.get(oid, {})
-        key = kinds.get("replident") if replident == "i" else kinds.get("primary")
+        kinds = index_keys.get(oid, {})
+        identity = kinds.get("replident") if replident == "i" else kinds.get("primary")
+        key = identity
+        configured = keys.get((schema, name))
+        if configured is not None:
+            names = {c.name for c in columns[oid]}
+            unknown = [c for c in configured if c not in names]
+            if unknown:
+                refused[(schema, name)] = (
+                    f"table {schema}.{name}: configured key column(s) {unknown} do not exist; fix source_keys"
+                )
+                continue
+            if replident != "f" and not set(configured) <= set(identity or ()):
+                refused[(schema, name)] = (
+                    f"table {schema}.{name}: its configured key {list(configured)} is not part of what "
+                    "PostgreSQL logs for updates and deletes; run ALTER TABLE ... REPLICA IDENTITY FULL"
+                )
+                continue
+            key = list(configured)
         if not key:
             refused[(schema, name)] = (
                 f"table {schema}.{name} has no primary key "
@@ -98,4 +172,4 @@ def load_catalog(conn: Any, only: tuple[str, ...] = ()) -> Catalog:
             )
             continue
         tables[(schema, name)] = TableSchema(schema, name, tuple(columns[oid]), tuple(key))
-    return Catalog(tables, refused)
+    return Catalog(tables, refused, partitions)

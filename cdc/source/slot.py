@@ -71,10 +71,17 @@ def _classify(exc: psycopg2.Error, what: str) -> Exception:
 class PostgresSource:
     """One pipeline's view of the source database and its slot."""
 
-    def __init__(self, conn_params: dict[str, Any], slot: str, tables: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        conn_params: dict[str, Any],
+        slot: str,
+        tables: tuple[str, ...] = (),
+        keys: dict[tuple[str, str], tuple[str, ...]] | None = None,
+    ) -> None:
         self._params = dict(conn_params)
         self.slot = slot
         self.tables = tables
+        self.keys = dict(keys or {})
         self._conn: Any = None
 
     # -- plain SQL connection -------------------------------------------------------------
@@ -102,7 +109,7 @@ class PostgresSource:
 
     def catalog(self) -> Catalog:
         try:
-            return load_catalog(self._sql(), self.tables)
+            return load_catalog(self._sql(), self.tables, self.keys)
         except psycopg2.Error as exc:
             raise _classify(exc, "reading the catalog") from exc
 

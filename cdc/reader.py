@@ -1,0 +1,205 @@
+"""The read step of a window: stream the slot from the checkpoint to a bound, always ending on a
+commit, and write each replicated table's changes as Parquet parts.
+
+It also follows the source schema while reading: a change of a partition counts for its
+partitioned root table, a table created after the window started is picked up, a renamed column
+is read under its new name and a dropped one is left out, and a column added while the window is
+being read ends the window just before it (the next window starts with the new schema).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cdc.batch import StagedTable, WindowWriter
+from cdc.errors import SchemaError, SourceError, UnknownColumn
+from cdc.model import Begin, Change, Commit, Lsn, TableSchema
+from cdc.source.catalog import Catalog
+from cdc.source.slot import StreamPosition
+
+if TYPE_CHECKING:
+    from cdc.engine import Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowRead:
+    """What the read step produced."""
+
+    staged: list[StagedTable]
+    end: Lsn  # restart position after this window
+    last_commit_lsn: Lsn | None
+    transactions: int = 0
+    changes: int = 0
+    stop_reason: str = "caught_up"
+    caught_up: bool = False
+    skipped_tables: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    stopped: dict[str, str] = field(default_factory=dict)  # table -> why it stopped in this window
+
+
+@dataclass
+class ReadBounds:
+    until: Lsn  # the WAL end seen at window start
+    deadline: float  # time.monotonic() when reading must stop
+    max_changes: int
+    part_max_rows: int
+
+
+class WindowReader:
+    def __init__(
+        self,
+        source: Source,
+        catalog: Catalog,
+        column_origins: Callable[[TableSchema], dict[str, int]],
+        skip: set[tuple[str, str]] | None = None,
+    ) -> None:
+        self.source = source
+        self.catalog = catalog
+        self.tables = dict(catalog.tables)
+        self.refused = set(catalog.refused)
+        self.partitions = dict(catalog.partitions)
+        self._column_origins = column_origins
+        self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
+
+    def read(self, start: Lsn, spool: Path, bounds: ReadBounds) -> WindowRead:
+        position = StreamPosition(server_lsn=start)
+        read = WindowRead([], start, None)
+        writer = WindowWriter(spool, lambda s, t: self.tables[(s, t)], bounds.part_max_rows)
+        txn: Begin | None = None
+        in_txn_changes = 0
+        stream = self.source.stream(start, bounds.until, bounds.deadline, position)
+        try:
+            for message, _size in stream:
+                if isinstance(message, Begin):
+                    txn, in_txn_changes = message, 0
+                elif isinstance(message, Change):
+                    if txn is None:
+                        raise SourceError("decoder sent a change outside a transaction")
+                    change = self._route(message, read)
+                    if change is None:
+                        continue
+                    if not self._add(writer, change, txn, read):
+                        read.stop_reason = "schema_change"
+                        break
+                    in_txn_changes += 1
+                elif isinstance(message, Commit):
+                    txn = None
+                    read.transactions += 1
+                    read.changes += in_txn_changes
+                    read.end = message.end_lsn
+                    read.last_commit_lsn = message.commit_lsn
+                    if message.end_lsn >= bounds.until:
+                        read.stop_reason, read.caught_up = "wal_end", True
+                        break
+                    if read.changes >= bounds.max_changes:
+                        read.stop_reason = "max_changes"
+                        break
+                    if time.monotonic() >= bounds.deadline:
+                        read.stop_reason = "time_budget"
+                        break
+            else:
+                if position.caught_up:
+                    read.caught_up = True
+                    # Every commit before the server's position has been received: safe to move there.
+                    read.end = max(read.end, position.server_lsn)
+                else:
+                    read.stop_reason = "time_budget"
+        finally:
+            stream.close()
+        if read.skipped_tables:
+            log.debug(
+                "changes of tables outside the replicated set skipped",
+                extra={"tables": sorted(read.skipped_tables)},
+            )
+        staged = writer.close()
+        # Rows of a transaction cut off at the window end stay in the parts; the MERGE filters them
+        # with max_lsn (their commit LSN lies past the window's last commit).
+        read.staged = (
+            [s for s in staged if (s.rows or s.truncate) and s.table.qualified not in read.stopped]
+            if read.last_commit_lsn
+            else []
+        )
+        return read
+
+    def _route(self, change: Change, read: WindowRead) -> Change | None:
+        """The change as it counts for a replicated table, or None when no replicated table has it."""
+        root = self.partitions.get(change.ident)
+        if root is not None:
+            change = dataclasses.replace(change, schema=root[0], table=root[1])
+        ident = change.ident
+        if ident in self.skip or f"{change.schema}.{change.table}" in read.stopped:
+            return None
+        if ident not in self.tables and ident not in self.refused:
+            self._refresh()  # a table created after the window started
+            root = self.partitions.get(ident)
+            if root is not None:
+                return self._route(change, read)
+        if ident not in self.tables:
+            read.skipped_tables.add(f"{change.schema}.{change.table}")
+            return None
+        return change
+
+    def _refresh(self) -> Catalog:
+        fresh = self.source.catalog()
+        for ident, table in fresh.tables.items():
+            self.tables.setdefault(ident, table)
+        self.refused.update(fresh.refused)
+        self.partitions.update(fresh.partitions)
+        return fresh
+
+    def _add(self, writer: WindowWriter, change: Change, txn: Begin, read: WindowRead) -> bool:
+        """Add a change; False when the window must end before its transaction (schema change)."""
+        table = self.tables[change.ident]
+        for _ in range(len(table.columns) + 8):  # each round resolves one unknown column
+            try:
+                writer.add(change, txn.commit_lsn, txn.commit_ts)
+                return True
+            except UnknownColumn as unknown:
+                if not self._resolve(writer, table, unknown, read):
+                    return False
+            except SchemaError as exc:
+                self._stop(table, str(exc), read)
+                return True
+        raise SourceError(f"table {table.qualified}: could not resolve the columns of a change")
+
+    def _resolve(
+        self, writer: WindowWriter, table: TableSchema, unknown: UnknownColumn, read: WindowRead
+    ) -> bool:
+        fresh = self._refresh().tables.get(table.ident)
+        if fresh is not None and any(c.name == unknown.column for c in fresh.columns):
+            if writer.has_rows(table):
+                return False  # added while this window was read: the next window has it
+            # the window has no rows of this table yet: read on with the newer schema
+            self.tables[table.ident] = fresh
+            writer.replace_schema(fresh)
+            return True
+        origins = self._column_origins(table)
+        attnum = origins.get(unknown.column)
+        current = next((c.name for c in table.columns if c.attnum == attnum), None)
+        writer.alias(table, unknown.column, current)
+        note = (
+            f"table {table.qualified}: column {unknown.column!r} is now {current!r}"
+            if current is not None
+            else f"table {table.qualified}: column {unknown.column!r} was dropped in the source; "
+            "its values are no longer applied and the target keeps the column (new rows get NULL)"
+        )
+        if note not in read.notes:
+            read.notes.append(note)
+            log.warning(note, extra={"table": table.qualified})
+        return True
+
+    @property
+    def tables_by_name(self) -> dict[str, tuple[str, str]]:
+        return {t.qualified: ident for ident, t in self.tables.items()}
+
+    def _stop(self, table: TableSchema, reason: str, read: WindowRead) -> None:
+        read.stopped[table.qualified] = reason
+        log.error("table stopped", extra={"table": table.qualified, "reason": reason})

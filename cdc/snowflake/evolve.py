@@ -1,0 +1,215 @@
+"""Schema evolution of a target table: compare the source schema with the target's columns and
+plan the DDL that brings the target along, or refuse what cannot be applied safely.
+
+Each target column we create carries a comment ``cdc:attnum=<n>;name=<hex of the PostgreSQL
+name>``. PostgreSQL never reuses an attnum within a table, so the comment tells a renamed
+column (same attnum, new name) from a dropped one plus an added one. Pure builders: no connection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cdc.errors import SchemaError
+from cdc.model import Column, TableSchema
+from cdc.snowflake.sql import ident, target_columns, target_table
+from cdc.typemap import column_mapping
+
+UNBOUNDED_TEXT = 16_777_216
+_COMMENT = re.compile(r"^cdc:attnum=(\d+);name=([0-9a-f]*)$")
+_TYPE = re.compile(r"^([A-Z_]+)(?:\((\d+)(?:,(\d+))?\))?$")
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    """A column of the target table as INFORMATION_SCHEMA.COLUMNS describes it."""
+
+    name: str  # exact Snowflake name
+    data_type: str
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    comment: str | None = None
+
+    @property
+    def origin(self) -> tuple[int, str] | None:
+        """(attnum, PostgreSQL name) from our comment, if the column has one."""
+        match = _COMMENT.match(self.comment or "")
+        if not match:
+            return None
+        return int(match.group(1)), bytes.fromhex(match.group(2)).decode()
+
+
+@dataclass
+class Evolution:
+    statements: list[tuple[str, str]] = field(default_factory=list)  # (what, sql)
+    notes: list[str] = field(default_factory=list)
+    aliases: dict[str, str | None] = field(default_factory=dict)  # old PostgreSQL name -> current
+
+
+def column_comment(col: Column) -> str:
+    return f"cdc:attnum={col.attnum};name={col.name.encode().hex()}"
+
+
+def literal(text: str) -> str:
+    """A Snowflake string literal (quotes doubled, backslashes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def describe_sql(database: str, table: TableSchema) -> str:
+    schema_name, table_name = (ident(p)[1:-1].replace('""', '"') for p in (table.schema, table.name))
+    return (
+        "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, "
+        f"comment FROM {ident(database)}.INFORMATION_SCHEMA.COLUMNS "
+        f"WHERE table_schema = {literal(schema_name)} AND table_name = {literal(table_name)} "
+        "ORDER BY ordinal_position"
+    )
+
+
+def comment_sql(target_fq: str, column_ident: str, col: Column) -> str:
+    return f"ALTER TABLE {target_fq} ALTER COLUMN {column_ident} COMMENT {literal(column_comment(col))}"
+
+
+def _family(data_type: str) -> str:
+    upper = data_type.upper()
+    if upper in ("TEXT", "VARCHAR", "STRING", "CHAR", "CHARACTER"):
+        return "TEXT"
+    if upper in ("NUMBER", "FIXED", "DECIMAL", "NUMERIC", "INT", "INTEGER", "BIGINT"):
+        return "NUMBER"
+    if upper in ("FLOAT", "REAL", "DOUBLE", "FLOAT8", "DOUBLE PRECISION"):
+        return "FLOAT"
+    return upper.split("(")[0]
+
+
+def _desired(col: Column) -> tuple[str, int | None, int | None]:
+    match = _TYPE.match(column_mapping(col).snowflake.replace(" ", ""))
+    if not match:
+        return (_family(column_mapping(col).snowflake), None, None)
+    family = _family(match.group(1))
+    a = int(match.group(2)) if match.group(2) else None
+    b = int(match.group(3)) if match.group(3) else None
+    return family, a, b
+
+
+def _type_change(table: TableSchema, col: Column, current: TargetColumn) -> str | None:
+    """The new type when the source widened the column; None when nothing is to do.
+
+    Raises ``SchemaError`` when the change cannot be applied safely."""
+    family, a, b = _desired(col)
+    have = _family(current.data_type)
+    wanted = column_mapping(col).snowflake
+    if family != have:
+        raise SchemaError(
+            f"table {table.qualified} column {col.name!r}: its type changed to {col.type_name} "
+            f"({wanted} in Snowflake) but the target column is {current.data_type}; this cannot be "
+            f"applied safely: re-snapshot the table (cdc snapshot --tables {table.qualified})"
+        )
+    if family == "NUMBER":
+        precision, scale = a or 38, b or 0
+        if scale != (current.scale or 0):
+            raise SchemaError(
+                f"table {table.qualified} column {col.name!r}: its scale changed to {scale} (target "
+                f"NUMBER({current.precision},{current.scale})); re-snapshot the table "
+                f"(cdc snapshot --tables {table.qualified})"
+            )
+        return wanted if current.precision is not None and precision > current.precision else None
+    if family == "TEXT":
+        have_len = current.length if current.length and current.length < UNBOUNDED_TEXT else None
+        want_len = a if a and a < UNBOUNDED_TEXT else None
+        if have_len is not None and (want_len is None or want_len > have_len):
+            return wanted
+    return None
+
+
+def fill_sql(target_fq: str, column_ident: str, col: Column) -> str:
+    """Give existing rows the value PostgreSQL shows for them: the added column's default."""
+    assert col.missing is not None
+    value = literal(col.missing)
+    kind = column_mapping(col).kind
+    if kind == "json":
+        expr = f"PARSE_JSON({value})"
+    elif kind == "bytes":
+        hex_text = col.missing[2:] if col.missing.startswith("\\x") else col.missing
+        expr = f"TO_BINARY({literal(hex_text)}, 'HEX')"
+    elif kind == "bool":
+        expr = "TRUE" if col.missing in ("t", "true") else "FALSE"
+    else:
+        expr = f"CAST({value} AS {column_mapping(col).snowflake})"
+    return f"UPDATE {target_fq} SET {column_ident} = {expr}"
+
+
+def plan(database: str, table: TableSchema, existing: list[TargetColumn], has_rows: bool) -> Evolution:
+    """What to run so the target table matches ``table``; raises ``SchemaError`` when unsafe."""
+    target_fq = target_table(database, table)
+    evolution = Evolution()
+    by_attnum: dict[int, TargetColumn] = {}
+    by_name = {c.name: c for c in existing}
+    for have in existing:
+        if have.origin is not None:
+            by_attnum[have.origin[0]] = have
+    matched: set[str] = set()
+    for col, quoted in target_columns(table):
+        name = quoted[1:-1].replace('""', '"')
+        current = by_attnum.get(col.attnum)
+        if current is None and name in by_name and by_name[name].origin is None:
+            current = by_name[name]  # a column without our comment: adopt it by name
+        if current is None:
+            if col.name in table.key and has_rows:
+                raise SchemaError(
+                    f"table {table.qualified}: key column {col.name!r} is new; re-snapshot the table "
+                    f"(cdc snapshot --tables {table.qualified})"
+                )
+            if has_rows and col.missing is None and col.has_default:
+                raise SchemaError(
+                    f"table {table.qualified} column {col.name!r} was added with a volatile default: "
+                    "PostgreSQL rewrote the table without decodable changes, so existing rows' values "
+                    f"cannot be replicated; re-snapshot the table (cdc snapshot --tables {table.qualified})"
+                )
+            mapping = column_mapping(col)
+            evolution.statements.append(
+                ("add column", f"ALTER TABLE {target_fq} ADD COLUMN {quoted} {mapping.snowflake}")
+            )
+            evolution.statements.append(("comment column", comment_sql(target_fq, quoted, col)))
+            if has_rows and col.missing is not None:
+                evolution.statements.append(("fill column", fill_sql(target_fq, quoted, col)))
+            evolution.notes.append(
+                f"table {table.qualified}: added column {col.name!r} ({mapping.snowflake})"
+            )
+            continue
+        matched.add(current.name)
+        origin = current.origin
+        if current.name != name:
+            evolution.statements.append(
+                (
+                    "rename column",
+                    f"ALTER TABLE {target_fq} RENAME COLUMN {ident_exact(current.name)} TO {quoted}",
+                )
+            )
+            old = origin[1] if origin else current.name
+            evolution.notes.append(f"table {table.qualified}: column {old!r} renamed to {col.name!r}")
+        if origin is not None and origin[1] != col.name:
+            evolution.aliases[origin[1]] = col.name
+        if origin is None or current.name != name:
+            evolution.statements.append(("comment column", comment_sql(target_fq, quoted, col)))
+        new_type = _type_change(table, col, current)
+        if new_type is not None:
+            evolution.statements.append(
+                ("widen column", f"ALTER TABLE {target_fq} ALTER COLUMN {quoted} SET DATA TYPE {new_type}")
+            )
+            evolution.notes.append(f"table {table.qualified}: column {col.name!r} widened to {new_type}")
+    for have in existing:
+        origin = have.origin
+        if have.name in matched or have.name.startswith("_CDC_") or origin is None:
+            continue
+        evolution.aliases[origin[1]] = None
+        evolution.notes.append(
+            f"table {table.qualified}: column {origin[1]!r} was dropped in the source; the target keeps "
+            f"{have.name!r} and new rows get NULL there"
+        )
+    return evolution
+
+
+def ident_exact(name: str) -> str:
+    """A Snowflake identifier for a name exactly as Snowflake reports it."""
+    return '"' + name.replace('"', '""') + '"'
