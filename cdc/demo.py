@@ -133,7 +133,7 @@ def source_rows(conn: Any, table: TableSchema) -> list[dict[str, Any]]:
 
 def compare_table(conn: Any, engine: Engine, table: TableSchema) -> TableDiff:
     json_columns = frozenset(c.name for c in table.columns if column_mapping(c).kind == "json")
-    target = engine.sink.fetch_table(table)  # type: ignore[attr-defined]
+    target = [r for r in engine.sink.fetch_table(table) if not r.get("_CDC_DELETED")]  # type: ignore[attr-defined]
     return compare_rows(table.qualified, table.key, source_rows(conn, table), target, json_columns)
 
 

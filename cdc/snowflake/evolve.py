@@ -1,9 +1,11 @@
 """Schema evolution of a target table: compare the source schema with the target's columns and
 plan the DDL that brings the target along, or refuse what cannot be applied safely.
 
-Each target column we create carries a comment ``cdc:attnum=<n>;name=<hex of the PostgreSQL
-name>``. PostgreSQL never reuses an attnum within a table, so the comment tells a renamed
-column (same attnum, new name) from a dropped one plus an added one. Pure builders: no connection.
+The sink keeps a registry of the target columns it created (table ``_CDC_COLUMNS`` in the load
+schema): each column's PostgreSQL attnum and name. PostgreSQL never reuses an attnum within a
+table, so the registry tells a renamed column (same attnum, new name) from a dropped one plus an
+added one. Names are stored hex-encoded so that no name needs quoting in a literal. Pure
+builders: no connection.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from dataclasses import dataclass, field
 
 from cdc.errors import SchemaError
 from cdc.model import Column, TableSchema
-from cdc.snowflake.sql import ident, target_columns, target_table
+from cdc.snowflake.sql import DELETED, ident, target_columns, target_table
 from cdc.typemap import column_mapping
 
 UNBOUNDED_TEXT = 16_777_216
-_COMMENT = re.compile(r"^cdc:attnum=(\d+);name=([0-9a-f]*)$")
+REGISTRY = "_CDC_COLUMNS"
 _TYPE = re.compile(r"^([A-Z_]+)(?:\((\d+)(?:,(\d+))?\))?$")
 
 
@@ -30,15 +32,7 @@ class TargetColumn:
     length: int | None = None
     precision: int | None = None
     scale: int | None = None
-    comment: str | None = None
-
-    @property
-    def origin(self) -> tuple[int, str] | None:
-        """(attnum, PostgreSQL name) from our comment, if the column has one."""
-        match = _COMMENT.match(self.comment or "")
-        if not match:
-            return None
-        return int(match.group(1)), bytes.fromhex(match.group(2)).decode()
+    origin: tuple[int, str] | None = None  # (attnum, PostgreSQL name) from the registry
 
 
 @dataclass
@@ -46,10 +40,6 @@ class Evolution:
     statements: list[tuple[str, str]] = field(default_factory=list)  # (what, sql)
     notes: list[str] = field(default_factory=list)
     aliases: dict[str, str | None] = field(default_factory=dict)  # old PostgreSQL name -> current
-
-
-def column_comment(col: Column) -> str:
-    return f"cdc:attnum={col.attnum};name={col.name.encode().hex()}"
 
 
 def literal(text: str) -> str:
@@ -60,15 +50,63 @@ def literal(text: str) -> str:
 def describe_sql(database: str, table: TableSchema) -> str:
     schema_name, table_name = (ident(p)[1:-1].replace('""', '"') for p in (table.schema, table.name))
     return (
-        "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, "
-        f"comment FROM {ident(database)}.INFORMATION_SCHEMA.COLUMNS "
+        "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
+        f"FROM {ident(database)}.INFORMATION_SCHEMA.COLUMNS "
         f"WHERE table_schema = {literal(schema_name)} AND table_name = {literal(table_name)} "
         "ORDER BY ordinal_position"
     )
 
 
-def comment_sql(target_fq: str, column_ident: str, col: Column) -> str:
-    return f"ALTER TABLE {target_fq} ALTER COLUMN {column_ident} COMMENT {literal(column_comment(col))}"
+def _hex(text: str) -> str:
+    return "'" + text.encode().hex() + "'"
+
+
+def registry_create_sql(database: str, load_schema: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {ident(database)}.{ident(load_schema)}.{ident(REGISTRY)} "
+        "(TABLE_KEY VARCHAR, ATTNUM NUMBER(10,0), PG_NAME VARCHAR, TARGET_NAME VARCHAR)"
+    )
+
+
+def registry_key(database: str, table: TableSchema) -> str:
+    return target_table(database, table).encode().hex()
+
+
+def registry_read_sql(database: str, load_schema: str, table: TableSchema) -> str:
+    return (
+        f"SELECT ATTNUM, PG_NAME, TARGET_NAME FROM {ident(database)}.{ident(load_schema)}.{ident(REGISTRY)} "
+        f"WHERE TABLE_KEY = '{registry_key(database, table)}'"
+    )
+
+
+def registry_write_sql(
+    database: str, load_schema: str, table: TableSchema, entries: list[tuple[int, str, str]]
+) -> list[str]:
+    """Replace the table's registry rows with ``(attnum, PostgreSQL name, target name)`` entries."""
+    reg = f"{ident(database)}.{ident(load_schema)}.{ident(REGISTRY)}"
+    key = registry_key(database, table)
+    statements = [f"DELETE FROM {reg} WHERE TABLE_KEY = '{key}'"]
+    if entries:
+        values = ", ".join(f"('{key}', {int(a)}, {_hex(pg)}, {_hex(tn)})" for a, pg, tn in entries)
+        statements.append(f"INSERT INTO {reg} (TABLE_KEY, ATTNUM, PG_NAME, TARGET_NAME) VALUES {values}")
+    return statements
+
+
+def registry_entries(table: TableSchema, existing: list[TargetColumn]) -> list[tuple[int, str, str]]:
+    """What the registry holds after an evolution: every current column, plus dropped ones."""
+    entries = [
+        (col.attnum, col.name, quoted[1:-1].replace('""', '"')) for col, quoted in target_columns(table)
+    ]
+    current = {col.attnum for col in table.columns}
+    entries += [
+        (c.origin[0], c.origin[1], c.name) for c in existing if c.origin and c.origin[0] not in current
+    ]
+    return entries
+
+
+def decode_registry(rows: list[tuple[int, str, str]]) -> dict[str, tuple[int, str]]:
+    """target column name -> (attnum, PostgreSQL name)."""
+    return {bytes.fromhex(tn).decode(): (int(a), bytes.fromhex(pg).decode()) for a, pg, tn in rows}
 
 
 def _family(data_type: str) -> str:
@@ -139,7 +177,13 @@ def fill_sql(target_fq: str, column_ident: str, col: Column) -> str:
     return f"UPDATE {target_fq} SET {column_ident} = {expr}"
 
 
-def plan(database: str, table: TableSchema, existing: list[TargetColumn], has_rows: bool) -> Evolution:
+def plan(
+    database: str,
+    table: TableSchema,
+    existing: list[TargetColumn],
+    has_rows: bool,
+    soft_delete: bool = False,
+) -> Evolution:
     """What to run so the target table matches ``table``; raises ``SchemaError`` when unsafe."""
     target_fq = target_table(database, table)
     evolution = Evolution()
@@ -153,7 +197,7 @@ def plan(database: str, table: TableSchema, existing: list[TargetColumn], has_ro
         name = quoted[1:-1].replace('""', '"')
         current = by_attnum.get(col.attnum)
         if current is None and name in by_name and by_name[name].origin is None:
-            current = by_name[name]  # a column without our comment: adopt it by name
+            current = by_name[name]  # a column the registry does not know: adopt it by name
         if current is None:
             if col.name in table.key and has_rows:
                 raise SchemaError(
@@ -170,7 +214,6 @@ def plan(database: str, table: TableSchema, existing: list[TargetColumn], has_ro
             evolution.statements.append(
                 ("add column", f"ALTER TABLE {target_fq} ADD COLUMN {quoted} {mapping.snowflake}")
             )
-            evolution.statements.append(("comment column", comment_sql(target_fq, quoted, col)))
             if has_rows and col.missing is not None:
                 evolution.statements.append(("fill column", fill_sql(target_fq, quoted, col)))
             evolution.notes.append(
@@ -190,14 +233,17 @@ def plan(database: str, table: TableSchema, existing: list[TargetColumn], has_ro
             evolution.notes.append(f"table {table.qualified}: column {old!r} renamed to {col.name!r}")
         if origin is not None and origin[1] != col.name:
             evolution.aliases[origin[1]] = col.name
-        if origin is None or current.name != name:
-            evolution.statements.append(("comment column", comment_sql(target_fq, quoted, col)))
         new_type = _type_change(table, col, current)
         if new_type is not None:
             evolution.statements.append(
                 ("widen column", f"ALTER TABLE {target_fq} ALTER COLUMN {quoted} SET DATA TYPE {new_type}")
             )
             evolution.notes.append(f"table {table.qualified}: column {col.name!r} widened to {new_type}")
+    if soft_delete and DELETED not in by_name:
+        evolution.statements.append(
+            ("add column", f"ALTER TABLE {target_fq} ADD COLUMN {ident(DELETED)} BOOLEAN")
+        )
+        evolution.notes.append(f"table {table.qualified}: added {DELETED} for soft deletes")
     for have in existing:
         origin = have.origin
         if have.name in matched or have.name.startswith("_CDC_") or origin is None:

@@ -56,7 +56,7 @@ _HINTS = {
     "fetch": "check that the target table exists and the role may read it",
     "describe": "check that the role may read the database's INFORMATION_SCHEMA",
     "add column": "check that the role owns the target table",
-    "comment column": "check that the role owns the target table",
+    "register columns": "check that the role may create and write tables in the load schema",
     "fill column": "check that the role may update the target table",
     "rename column": "check that the role owns the target table",
     "widen column": "check that the role owns the target table",
@@ -119,15 +119,24 @@ class SnowflakeSink:
     """Loads one table of a staged window into its target table."""
 
     def __init__(
-        self, connection: Any, *, database: str, stage: str, load_schema: str, pipeline: str
+        self,
+        connection: Any,
+        *,
+        database: str,
+        stage: str,
+        load_schema: str,
+        pipeline: str,
+        soft_delete: bool = False,
     ) -> None:
         self._conn = connection
+        self.soft_delete = soft_delete
         self._database = database
         self._stage = sql.stage_ref(stage)
         self._load_schema = load_schema
         self._pipeline = pipeline
         self._schemas: set[str] = set()
         self._tables: dict[tuple[str, str], TableSchema] = {}
+        self._registry_ready = False
 
     @classmethod
     def connect(
@@ -178,6 +187,7 @@ class SnowflakeSink:
             stage=settings.snowflake_stage,
             load_schema=settings.snowflake_load_schema,
             pipeline=settings.pipeline,
+            soft_delete=settings.delete_mode == "soft",
         )
 
     def ensure_table(self, table: TableSchema) -> evolve.Evolution:
@@ -190,33 +200,55 @@ class SnowflakeSink:
         existing = self.describe(table)
         target_fq = sql.target_table(self._database, table)
         if not existing:
-            self._run(sql.create_target_table_sql(self._database, table), "create table", table.qualified)
-            for col, quoted in sql.target_columns(table):
-                self._run(evolve.comment_sql(target_fq, quoted, col), "comment column", table.qualified)
+            self._run(
+                sql.create_target_table_sql(self._database, table, self.soft_delete),
+                "create table",
+                table.qualified,
+            )
             evolution = evolve.Evolution(notes=[f"table {table.qualified}: created {target_fq}"])
         else:
             has_rows = bool(
                 self._run(f"SELECT 1 FROM {target_fq} LIMIT 1", "fetch", table.qualified).fetchall()
             )
-            evolution = evolve.plan(self._database, table, existing, has_rows)
+            evolution = evolve.plan(self._database, table, existing, has_rows, self.soft_delete)
             for what, text in evolution.statements:
                 self._run(text, what, table.qualified)
+        entries = evolve.registry_entries(table, existing)
+        for text in evolve.registry_write_sql(self._database, self._load_schema, table, entries):
+            self._run(text, "register columns", table.qualified)
         for note in evolution.notes:
             log.info(note, extra={"pipeline": self._pipeline, "table": table.qualified})
         self._tables[table.ident] = table
         return evolution
 
     def describe(self, table: TableSchema) -> list[evolve.TargetColumn]:
-        """The target table's columns (empty when the table does not exist)."""
+        """The target table's columns (empty when the table does not exist), with the attnum and
+        PostgreSQL name the column registry knows for them."""
+        self._ensure_registry(table)
+        rows = self._run(
+            evolve.registry_read_sql(self._database, self._load_schema, table),
+            "register columns",
+            table.qualified,
+        ).fetchall()
+        origins = evolve.decode_registry(rows)
         cur = self._run(evolve.describe_sql(self._database, table), "describe", table.qualified)
         return [
-            evolve.TargetColumn(name, data_type, length, precision, scale, comment)
-            for name, data_type, length, precision, scale, comment in cur.fetchall()
+            evolve.TargetColumn(name, data_type, length, precision, scale, origins.get(name))
+            for name, data_type, length, precision, scale in cur.fetchall()
         ]
 
     def column_origins(self, table: TableSchema) -> dict[str, int]:
         """PostgreSQL name -> attnum of every target column this pipeline created."""
         return {o[1]: o[0] for c in self.describe(table) if (o := c.origin) is not None}
+
+    def _ensure_registry(self, table: TableSchema) -> None:
+        if not self._registry_ready:
+            self._run(
+                evolve.registry_create_sql(self._database, self._load_schema),
+                "register columns",
+                table.qualified,
+            )
+            self._registry_ready = True
 
     def apply(
         self,
@@ -239,7 +271,9 @@ class SnowflakeSink:
         target_fq = sql.target_table(self._database, table)
         create = sql.create_load_table_sql(self._database, self._load_schema, load_name, table)
         copy = sql.copy_sql(load_fq, self._stage, rel_path)
-        merge = sql.merge_sql(target_fq, load_fq, table, max_lsn=max_lsn, truncate=truncate)
+        merge = sql.merge_sql(
+            target_fq, load_fq, table, max_lsn=max_lsn, truncate=truncate, soft_delete=self.soft_delete
+        )
         self._ensure_schema(self._load_schema, name)
         try:
             self._run(create, "create load table", name)
@@ -261,8 +295,10 @@ class SnowflakeSink:
 
     def fetch_table(self, table: TableSchema) -> list[dict[str, Any]]:
         """Every target row ordered by key, keyed by source column names and metadata names."""
-        cur = self._run(sql.select_table_sql(self._database, table), "fetch", table.qualified)
-        columns = sql.fetch_columns(table)
+        cur = self._run(
+            sql.select_table_sql(self._database, table, self.soft_delete), "fetch", table.qualified
+        )
+        columns = sql.fetch_columns(table, self.soft_delete)
         flagged = [i for i, (_, _, ts) in enumerate(columns) if ts]
         rows = []
         for raw in cur.fetchall():

@@ -69,6 +69,7 @@ LOAD_META: tuple[tuple[str, str], ...] = (
 )
 # metadata the MERGE copies from the load table (``_CDC_SYNCED_AT`` is the MERGE's own clock)
 _COPIED_META = tuple(name for name, _ in TARGET_META[:4])
+DELETED = "_CDC_DELETED"  # with soft delete: TRUE for rows deleted in the source
 
 
 def ident(name: str) -> str:
@@ -124,12 +125,14 @@ def create_schema_sql(database: str, schema_name: str) -> str:
     return f"CREATE SCHEMA IF NOT EXISTS {qualified(database, schema_name)}"
 
 
-def create_target_table_sql(database: str, table: TableSchema) -> str:
+def create_target_table_sql(database: str, table: TableSchema, soft_delete: bool = False) -> str:
     lines = []
     for col, name in target_columns(table):
         not_null = " NOT NULL" if col.name in table.key else ""
         lines.append(f"{name} {column_mapping(col).snowflake}{not_null}")
     lines += [f"{ident(name)} {type_}" for name, type_ in TARGET_META]
+    if soft_delete:
+        lines.append(f"{ident(DELETED)} BOOLEAN")
     body = ",\n  ".join(lines)
     return f"CREATE TABLE IF NOT EXISTS {target_table(database, table)} (\n  {body}\n)"
 
@@ -171,20 +174,22 @@ def drop_table_sql(fq: str) -> str:
     return f"DROP TABLE IF EXISTS {fq}"
 
 
-def fetch_columns(table: TableSchema) -> list[tuple[str, str, bool]]:
+def fetch_columns(table: TableSchema, soft_delete: bool = False) -> list[tuple[str, str, bool]]:
     """(result key, quoted target column, is a timestamp) for every column ``select_table_sql`` reads."""
     result = [
         (col.name, name, column_mapping(col).snowflake.startswith("TIMESTAMP"))
         for col, name in target_columns(table)
     ]
     result += [(name, ident(name), type_.startswith("TIMESTAMP")) for name, type_ in TARGET_META]
+    if soft_delete:
+        result.append((DELETED, ident(DELETED), False))
     return result
 
 
-def select_table_sql(database: str, table: TableSchema) -> str:
+def select_table_sql(database: str, table: TableSchema, soft_delete: bool = False) -> str:
     """Every target row ordered by key: the columns of ``fetch_columns``, then ``<col> IS NULL``
     for each timestamp column (the fakesnow stand-in returns a NULL timestamp as 1970-01-01)."""
-    columns = fetch_columns(table)
+    columns = fetch_columns(table, soft_delete)
     names = [quoted for _, quoted, _ in columns] + [f"{quoted} IS NULL" for _, quoted, ts in columns if ts]
     order = ", ".join(ident(k) for k in table.key)
     return f"SELECT {', '.join(names)} FROM {target_table(database, table)} ORDER BY {order}"
@@ -213,8 +218,12 @@ def merge_sql(
     *,
     max_lsn: int,
     truncate: tuple[int, int] | None = None,
+    soft_delete: bool = False,
 ) -> str:
-    """The MERGE of one window's load table into the target (see the module docstring)."""
+    """The MERGE of one window's load table into the target (see the module docstring).
+
+    With ``soft_delete`` a delete keeps the row and sets ``_CDC_DELETED``; a later insert of the
+    same key clears it."""
     cols = target_columns(table)
     key_cols = table.key_columns
     toast = [c for c in table.columns if c.toastable and c.name not in table.key]
@@ -235,11 +244,11 @@ def merge_sql(
     if toast:
         # the seq where the key's current life began in this window (an insert or a move in)
         inner.append(
-            f"MAX(CASE WHEN x.\"_CDC_OP\" = 'I' OR x.\"_CDC_MOVED\" THEN x.\"_CDC_SEQ\" END) "
+            f'MAX(CASE WHEN x."_CDC_OP" = \'I\' OR x."_CDC_MOVED" THEN x."_CDC_SEQ" END) '
             f'OVER (PARTITION BY {partition} {running}) AS "_LS"'
         )
     for c in toast:
-        sent = f"CASE WHEN x.\"_CDC_OP\" <> 'D' AND NOT {_unchanged('x', c)} THEN x.\"_CDC_SEQ\" END"
+        sent = f'CASE WHEN x."_CDC_OP" <> \'D\' AND NOT {_unchanged("x", c)} THEN x."_CDC_SEQ" END'
         inner.append(f'MAX({sent}) OVER (PARTITION BY {partition} {running}) AS "_KS{c.attnum}"')
         inner.append(f'MAX({sent}) OVER (PARTITION BY x."_CDC_CHAIN" {running}) AS "_CS{c.attnum}"')
 
@@ -262,6 +271,8 @@ def merge_sql(
             )
         select.append(f"{expr} AS {name}")
     select += [f"l.{ident(m)} AS {ident(m)}" for m in _COPIED_META]
+    if soft_delete:
+        select.append(f"(l.\"_CDC_OP\" = 'D') AS {ident(DELETED)}")
 
     if toast:
         newer = f' AND cur."_CDC_LSN" >= {trunc_lsn}' if truncate is not None else ""
@@ -310,25 +321,34 @@ def merge_sql(
             "'D' AS \"_CDC_OP\"",
             'NULL AS "_CDC_COMMIT_TS"',
         ]
+        if soft_delete:
+            marks.append(f"TRUE AS {ident(DELETED)}")
         same_key = " AND ".join(f"x.{ident(c.stage_name)} = cur.{ident(c.name)}" for c in key_cols)
         using += (
             f"\n  UNION ALL\n  SELECT\n    {sep.join(marks)}\n"
             f"  FROM {target_fq} cur\n"
             f'  WHERE cur."_CDC_LSN" < {trunc_lsn}\n'
-            f"    AND NOT EXISTS (SELECT 1 FROM {load_fq} x WHERE {where} AND {same_key})"
+            + (f"    AND NOT COALESCE(cur.{ident(DELETED)}, FALSE)\n" if soft_delete else "")
+            + f"    AND NOT EXISTS (SELECT 1 FROM {load_fq} x WHERE {where} AND {same_key})"
         )
 
     match = " AND ".join(f"t.{name} = s.{name}" for col, name in cols if col.name in table.key)
     newer = 's."_CDC_LSN" > t."_CDC_LSN"'
     updates = [f"{name} = s.{name}" for col, name in cols if col.name not in table.key]
-    updates += [f"{ident(m)} = s.{ident(m)}" for m in _COPIED_META]
-    updates.append('"_CDC_SYNCED_AT" = CURRENT_TIMESTAMP()')
+    meta = [f"{ident(m)} = s.{ident(m)}" for m in _COPIED_META]
+    if soft_delete:
+        meta.append(f"{ident(DELETED)} = s.{ident(DELETED)}")
+    meta.append('"_CDC_SYNCED_AT" = CURRENT_TIMESTAMP()')
+    updates += meta
     all_names = [name for _, name in cols] + [ident(m) for m in _COPIED_META]
+    if soft_delete:
+        all_names.append(ident(DELETED))
     insert_cols = ", ".join([*all_names, '"_CDC_SYNCED_AT"'])
     insert_vals = ", ".join([*(f"s.{n}" for n in all_names), "CURRENT_TIMESTAMP()"])
+    on_delete = f"UPDATE SET\n  {set_sep.join(meta)}" if soft_delete else "DELETE"
     return (
         f"MERGE INTO {target_fq} t USING (\n{using}\n) s ON {match}\n"
-        f"WHEN MATCHED AND {newer} AND s.\"_CDC_OP\" = 'D' THEN DELETE\n"
+        f"WHEN MATCHED AND {newer} AND s.\"_CDC_OP\" = 'D' THEN {on_delete}\n"
         f"WHEN MATCHED AND {newer} THEN UPDATE SET\n  {set_sep.join(updates)}\n"
         f"WHEN NOT MATCHED AND s.\"_CDC_OP\" <> 'D' THEN INSERT ({insert_cols})\n"
         f"  VALUES ({insert_vals})"

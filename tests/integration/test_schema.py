@@ -1,0 +1,164 @@
+"""Schema evolution while replicating, soft delete, partitioned tables and configured keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import Pipeline
+from test_changes import assert_equal, source, sql, sync, target
+
+from cdc.app import build_engine
+
+
+@pytest.fixture
+def p(stack: Any):
+    pipeline = Pipeline(stack)
+    sql(pipeline, "CREATE SCHEMA {s}")
+    yield pipeline
+    pipeline.close()
+
+
+def reconfigure(p: Pipeline, **changes: Any) -> None:
+    p.engine.close()
+    p.settings = p.settings.replace(**changes)
+    p.engine = build_engine(p.settings)
+
+
+def test_add_column_with_and_without_default_flows_including_the_same_window(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY, v text)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.t VALUES (1, 'a'), (2, 'b')")
+    sync(p)
+    # in one window: a change before the ALTER, the ALTERs, changes using the new columns
+    sql(p, "INSERT INTO {s}.t VALUES (3, 'c')")
+    sql(p, "ALTER TABLE {s}.t ADD COLUMN n int DEFAULT 7, ADD COLUMN note text")
+    sql(p, "INSERT INTO {s}.t VALUES (4, 'd', 8, 'new')", "UPDATE {s}.t SET note = 'set' WHERE id = 1")
+    results = sync(p)
+    assert any("added column 'n'" in n for r in results for n in r["notes"])
+    rows = {r["id"]: (r["v"], r["n"], r["note"]) for r in target(p, "t")}
+    assert rows == {1: ("a", 7, "set"), 2: ("b", 7, None), 3: ("c", 7, None), 4: ("d", 8, "new")}
+    assert_equal(p, "t")
+
+
+def test_drop_column_keeps_target_column_and_says_so(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY, v text, old int)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.t VALUES (1, 'a', 10)")
+    sync(p)
+    sql(p, "UPDATE {s}.t SET old = 11 WHERE id = 1")  # before the drop: carries 'old'
+    sql(p, "ALTER TABLE {s}.t DROP COLUMN old")
+    sql(p, "INSERT INTO {s}.t VALUES (2, 'b')")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert "'old' was dropped in the source" in notes
+    rows = {r["id"]: r for r in target(p, "t")}
+    assert rows[2]["v"] == "b"
+    assert_equal(p, "t")  # compares the source's columns; the target keeps OLD as well
+
+
+def test_renamed_column_is_renamed_in_the_target_and_values_follow(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY, before_name text)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.t VALUES (1, 'a')")
+    sync(p)
+    sql(p, "UPDATE {s}.t SET before_name = 'b' WHERE id = 1")  # carries the old name
+    sql(p, "ALTER TABLE {s}.t RENAME COLUMN before_name TO after_name")
+    sql(p, "INSERT INTO {s}.t VALUES (2, 'c')")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert "renamed to 'after_name'" in notes
+    assert sorted((r["id"], r["after_name"]) for r in target(p, "t")) == [(1, "b"), (2, "c")]
+    assert_equal(p, "t")
+
+
+def test_widening_changes_are_applied(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY, n integer, s varchar(5), amt numeric(6,2))")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.t VALUES (1, 1, 'abc', 1.25)")
+    sync(p)
+    sql(
+        p,
+        "ALTER TABLE {s}.t ALTER COLUMN n TYPE bigint, ALTER COLUMN s TYPE varchar(50), "
+        "ALTER COLUMN amt TYPE numeric(12,2)",
+    )
+    sql(p, "INSERT INTO {s}.t VALUES (2, 9000000000, 'a much longer text', 1234567890.12)")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert "widened to NUMBER(19,0)" in notes and "widened to VARCHAR(50)" in notes
+    assert_equal(p, "t")
+
+
+def test_unsafe_type_change_stops_only_that_table_and_names_column_and_fix(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.good (id int PRIMARY KEY)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.bad VALUES (1, '5')", "INSERT INTO {s}.good VALUES (1)")
+    sync(p)
+    sql(p, "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer")
+    sql(p, "INSERT INTO {s}.bad VALUES (2, 6)", "INSERT INTO {s}.good VALUES (2)")
+    results = sync(p)
+    last = results[-1]
+    assert f"{p.schema}.bad" in last["stopped_tables"]
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert "column 'v'" in notes and "re-snapshot the table" in notes
+    sql(p, "INSERT INTO {s}.good VALUES (3)")
+    sync(p)
+    assert sorted(r["id"] for r in target(p, "good")) == [1, 2, 3]
+    assert_equal(p, "good")
+
+
+def test_soft_delete_keeps_rows_flagged_and_reinsert_clears_the_flag(p: Pipeline) -> None:
+    reconfigure(p, delete_mode="soft")
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY, v text)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    sync(p)
+    sql(p, "DELETE FROM {s}.t WHERE id IN (1, 2)")
+    sync(p)
+    rows = {r["id"]: (r["v"], r["_CDC_DELETED"]) for r in target(p, "t")}
+    assert rows == {1: ("a", True), 2: ("b", True), 3: ("c", False)}
+    sql(p, "INSERT INTO {s}.t VALUES (1, 'again')")
+    sync(p)
+    rows = {r["id"]: (r["v"], r["_CDC_DELETED"]) for r in target(p, "t")}
+    assert rows == {1: ("again", False), 2: ("b", True), 3: ("c", False)}
+    sql(p, "TRUNCATE {s}.t")
+    sync(p)
+    assert all(r["_CDC_DELETED"] for r in target(p, "t"))
+    assert_equal(p, "t")
+
+
+def test_partitioned_table_replicates_into_one_target(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.events (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)",
+        "CREATE TABLE {s}.events_2026_01 PARTITION OF {s}.events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+        "CREATE TABLE {s}.events_2026_02 PARTITION OF {s}.events FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')",
+    )
+    p.engine.run_window()
+    sql(
+        p,
+        "INSERT INTO {s}.events VALUES (1, '2026-01-05', 'a'), (2, '2026-02-07', 'b'), (3, '2026-01-09', 'c')",
+    )
+    sql(p, "UPDATE {s}.events SET v = 'bb' WHERE id = 2", "DELETE FROM {s}.events WHERE id = 3")
+    # a partition created while replicating
+    sql(
+        p,
+        "CREATE TABLE {s}.events_2026_03 PARTITION OF {s}.events FOR VALUES FROM ('2026-03-01') TO ('2026-04-01')",
+    )
+    sql(p, "INSERT INTO {s}.events VALUES (4, '2026-03-02', 'd')")
+    results = sync(p)
+    assert any(f"{p.schema}.events" in r["tables"] for r in results)
+    assert not any("events_2026" in t for r in results for t in r["tables"])
+    assert sorted((r["id"], r["v"]) for r in target(p, "events")) == [(1, "a"), (2, "bb"), (4, "d")]
+    assert_equal(p, "events")
+
+
+def test_configured_key_for_a_table_without_primary_key(p: Pipeline) -> None:
+    reconfigure(p, source_keys=f"{p.schema}.logs:code")
+    sql(p, "CREATE TABLE {s}.logs (code text NOT NULL, v int)", "ALTER TABLE {s}.logs REPLICA IDENTITY FULL")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.logs VALUES ('a', 1), ('b', 2)")
+    sql(p, "UPDATE {s}.logs SET v = 3 WHERE code = 'a'", "DELETE FROM {s}.logs WHERE code = 'b'")
+    sync(p)
+    assert [(r["code"], r["v"]) for r in target(p, "logs")] == [("a", 3)]
+    assert source(p, "SELECT count(*) FROM {s}.logs") == [(1,)]

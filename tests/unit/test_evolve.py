@@ -1,0 +1,85 @@
+"""Planning the evolution of a target table from the source schema (pure: no connection)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdc.errors import SchemaError
+from cdc.model import Column, TableSchema
+from cdc.snowflake import evolve
+from cdc.snowflake.evolve import TargetColumn
+
+T = TableSchema(
+    "public",
+    "t",
+    (
+        Column("id", 1, "integer", 23, nullable=False),
+        Column("n", 3, "bigint", 20),
+        Column("s", 4, "character varying(50)", 1043),
+        Column("amt", 5, "numeric(12,2)", 1700),
+        Column("added", 6, "integer", 23, missing="7", has_default=True),
+    ),
+    ("id",),
+)
+EXISTING = [
+    TargetColumn("ID", "NUMBER", None, 10, 0, (1, "id")),
+    TargetColumn("OLD_NAME", "TEXT", 16777216, None, None, (2, "old_name")),
+    TargetColumn("N", "NUMBER", None, 10, 0, (3, "n")),
+    TargetColumn("S", "TEXT", 5, None, None, (4, "s")),
+    TargetColumn("AMT", "NUMBER", None, 6, 2, (5, "amt")),
+    TargetColumn("_CDC_LSN", "NUMBER", None, 20, 0, None),
+]
+FQ = '"DB"."PUBLIC"."T"'
+
+
+def test_plan_adds_fills_widens_and_keeps_dropped_columns() -> None:
+    plan = evolve.plan("DB", T, EXISTING, has_rows=True)
+    assert plan.statements == [
+        ("widen column", f'ALTER TABLE {FQ} ALTER COLUMN "N" SET DATA TYPE NUMBER(19,0)'),
+        ("widen column", f'ALTER TABLE {FQ} ALTER COLUMN "S" SET DATA TYPE VARCHAR(50)'),
+        ("widen column", f'ALTER TABLE {FQ} ALTER COLUMN "AMT" SET DATA TYPE NUMBER(12,2)'),
+        ("add column", f'ALTER TABLE {FQ} ADD COLUMN "ADDED" NUMBER(10,0)'),
+        ("fill column", f"UPDATE {FQ} SET \"ADDED\" = CAST('7' AS NUMBER(10,0))"),
+    ]
+    assert plan.aliases == {"old_name": None}
+    assert any("'old_name' was dropped" in n for n in plan.notes)
+
+
+def test_a_renamed_column_is_renamed_and_its_old_name_aliased() -> None:
+    renamed = TableSchema("public", "t", (T.columns[0], Column("new_name", 2, "text", 25)), ("id",))
+    plan = evolve.plan("DB", renamed, EXISTING[:2], has_rows=True)
+    assert plan.statements == [("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "OLD_NAME" TO "NEW_NAME"')]
+    assert plan.aliases == {"old_name": "new_name"}
+
+
+@pytest.mark.parametrize(
+    ("column", "fragment"),
+    [
+        (Column("s", 4, "integer", 23), "column 's': its type changed to integer"),
+        (Column("amt", 5, "numeric(12,4)", 1700), "column 'amt': its scale changed to 4"),
+        (Column("v", 9, "timestamp with time zone", 1184, has_default=True), "volatile default"),
+    ],
+)
+def test_unsafe_changes_name_the_column_and_the_fix(column: Column, fragment: str) -> None:
+    table = TableSchema("public", "t", (T.columns[0], column), ("id",))
+    with pytest.raises(SchemaError) as info:
+        evolve.plan("DB", table, EXISTING, has_rows=True)
+    assert fragment in str(info.value) and "cdc snapshot --tables public.t" in str(info.value)
+
+
+def test_narrower_source_types_leave_the_target_alone() -> None:
+    narrower = TableSchema(
+        "public", "t", (T.columns[0], Column("n", 3, "smallint", 21), Column("s", 4, "character varying(3)", 1043)), ("id",)
+    )
+    assert evolve.plan("DB", narrower, EXISTING, has_rows=True).statements == []
+
+
+def test_registry_keeps_dropped_columns_and_hex_encodes_names() -> None:
+    entries = evolve.registry_entries(T, EXISTING)
+    assert (2, "old_name", "OLD_NAME") in entries and (6, "added", "ADDED") in entries
+    [delete, insert] = evolve.registry_write_sql("DB", "CDC_LOAD", T, [(1, "i'd", 'A"B')])
+    key = FQ.encode().hex()
+    assert delete == f"""DELETE FROM "DB"."CDC_LOAD"."_CDC_COLUMNS" WHERE TABLE_KEY = '{key}'"""
+    pg_hex, target_hex = "i'd".encode().hex(), 'A"B'.encode().hex()
+    assert insert.endswith(f"VALUES ('{key}', 1, '{pg_hex}', '{target_hex}')")
+    assert evolve.decode_registry([(1, "i'd".encode().hex(), 'A"B'.encode().hex())]) == {'A"B': (1, "i'd")}
