@@ -80,6 +80,6 @@ def test_registry_keeps_dropped_columns_and_hex_encodes_names() -> None:
     [delete, insert] = evolve.registry_write_sql("DB", "CDC_LOAD", T, [(1, "i'd", 'A"B')])
     key = FQ.encode().hex()
     assert delete == f"""DELETE FROM "DB"."CDC_LOAD"."_CDC_COLUMNS" WHERE TABLE_KEY = '{key}'"""
-    pg_hex, target_hex = "i'd".encode().hex(), 'A"B'.encode().hex()
+    pg_hex, target_hex = b"i'd".hex(), b'A"B'.hex()
     assert insert.endswith(f"VALUES ('{key}', 1, '{pg_hex}', '{target_hex}')")
-    assert evolve.decode_registry([(1, "i'd".encode().hex(), 'A"B'.encode().hex())]) == {'A"B': (1, "i'd")}
+    assert evolve.decode_registry([(1, b"i'd".hex(), b'A"B'.hex())]) == {'A"B': (1, "i'd")}
