@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc import settings as settings_mod
+from cdc import verify
 from cdc.errors import CdcError, ConfigError
 from cdc.logs import setup_logging
 
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    verify.register(sub)
     return parser
 
 

@@ -19,13 +19,12 @@ import psycopg2.extras
 
 from cdc import devstack
 from cdc.app import build_engine
-from cdc.compare import TableDiff, compare_rows
+from cdc.compare import TableDiff, compare_rows, source_select_sql
 from cdc.engine import Engine
 from cdc.errors import CdcError
 from cdc.logs import setup_logging
 from cdc.model import TableSchema
 from cdc.settings import Settings, load
-from cdc.typemap import column_mapping
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -126,15 +125,20 @@ def run_workload(conn: Any, schema: str, transactions: int, seed: int = 7) -> in
 
 
 def source_rows(conn: Any, table: TableSchema) -> list[dict[str, Any]]:
+    """Every source row, each value in PostgreSQL's text form (the form the comparison reads)."""
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f'SELECT * FROM "{table.schema}"."{table.name}"')
+        cur.execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; "
+            "SET extra_float_digits = 3; SET lc_monetary = 'C'"
+        )
+        cur.execute(source_select_sql(table))
         return [dict(r) for r in cur.fetchall()]
 
 
 def compare_table(conn: Any, engine: Engine, table: TableSchema) -> TableDiff:
-    json_columns = frozenset(c.name for c in table.columns if column_mapping(c).kind == "json")
+    """Source and target of one table, row by row on canonical values (soft-deleted rows count as absent)."""
     target = [r for r in engine.sink.fetch_table(table) if not r.get("_CDC_DELETED")]  # type: ignore[attr-defined]
-    return compare_rows(table.qualified, table.key, source_rows(conn, table), target, json_columns)
+    return compare_rows(table.qualified, table.key, source_rows(conn, table), target, columns=table.columns)
 
 
 def replicate_until_caught_up(engine: Engine, max_windows: int = 200) -> list[dict[str, Any]]:

@@ -72,7 +72,12 @@ class WindowReader:
     def read(self, start: Lsn, spool: Path, bounds: ReadBounds) -> WindowRead:
         position = StreamPosition(server_lsn=start)
         read = WindowRead([], start, None)
-        writer = WindowWriter(spool, lambda s, t: self.tables[(s, t)], bounds.part_max_rows)
+        writer = WindowWriter(
+            spool,
+            lambda s, t: self.tables[(s, t)],
+            bounds.part_max_rows,
+            resolver=getattr(self.source, "lookup_values", None),
+        )
         txn: Begin | None = None
         in_txn_changes = 0
         stream = self.source.stream(start, bounds.until, bounds.deadline, position)

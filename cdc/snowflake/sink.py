@@ -190,6 +190,11 @@ class SnowflakeSink:
             soft_delete=settings.delete_mode == "soft",
         )
 
+    @property
+    def connection(self) -> Any:
+        """The Snowflake connection, for read-only tools (cdc verify) that run their own queries."""
+        return self._conn
+
     def ensure_table(self, table: TableSchema) -> evolve.Evolution:
         """Create the target table, or evolve it to the source schema (added, renamed, widened and
         dropped columns); raises ``SchemaError`` for a change that cannot be applied safely.

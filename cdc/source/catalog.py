@@ -26,6 +26,7 @@ ORDER BY n.nspname, c.relname
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnum,
        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+            WHEN t.typtype = 'e' THEN 'enum:' || format_type(a.atttypid, a.atttypmod)
             ELSE format_type(a.atttypid, a.atttypmod) END,
        CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
        NOT a.attnotnull,

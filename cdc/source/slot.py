@@ -16,14 +16,17 @@ import psycopg2.errors
 import psycopg2.extras
 
 from cdc.errors import AuthError, SourceError, SourceUnavailable
-from cdc.model import Lsn, Message
+from cdc.model import Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
+from cdc.source.lookup import current_text
 from cdc.source.wal2json import WAL2JSON_OPTIONS, parse_message
 
 log = logging.getLogger(__name__)
 
 # Values are rendered by the walsender in its session settings: fix them so text forms are stable.
-SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3"
+SESSION_OPTIONS = (
+    "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c lc_monetary=C"
+)
 
 IDLE_POLL_S = 0.2  # wait on the socket this long when nothing is buffered
 KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often while idle
@@ -112,6 +115,15 @@ class PostgresSource:
             return load_catalog(self._sql(), self.tables, self.keys)
         except psycopg2.Error as exc:
             raise _classify(exc, "reading the catalog") from exc
+
+    def lookup_values(
+        self, table: TableSchema, columns: list[str], keys: list[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], dict[str, str | None]]:
+        """Current text values of some columns of some rows, by key (see cdc.source.lookup)."""
+        try:
+            return current_text(self._sql(), table, columns, keys)
+        except psycopg2.Error as exc:
+            raise _classify(exc, f"looking up values of {table.qualified}") from exc
 
     def current_wal_lsn(self) -> Lsn:
         return Lsn.parse(self._query("SELECT pg_current_wal_lsn()::text")[0][0])
