@@ -43,6 +43,23 @@ META_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 # moved row from its origin. ``_CDC_MOVED`` marks the row a key change moved in.
 
 
+def part_schema(table: TableSchema) -> pa.Schema:
+    """The Arrow schema of a table's Parquet parts (window and snapshot alike)."""
+    return pa.schema(
+        [
+            pa.field(
+                col.stage_name,
+                column_mapping(col).arrow,
+                metadata={"pg_name": col.name, "pg_type": col.type_name},
+            )
+            for col in table.columns
+        ]
+        + [pa.field(name, typ) for name, typ in META_COLUMNS]
+        + [pa.field(col.origin_name, column_mapping(col).arrow) for col in table.key_columns],
+        metadata={"pg_schema": table.schema, "pg_table": table.name},
+    )
+
+
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
@@ -63,19 +80,7 @@ class _TableBuffer:
             if key not in self.index:
                 raise SchemaError(f"table {table.qualified}: key column {key!r} is not among its columns")
         self.dir = spool_dir / table.stage_dir
-        self.schema = pa.schema(
-            [
-                pa.field(col.stage_name, m.arrow, metadata={"pg_name": col.name, "pg_type": col.type_name})
-                for col, m in zip(table.columns, self.mappings, strict=True)
-            ]
-            + [pa.field(name, typ) for name, typ in META_COLUMNS]
-            + [
-                pa.field(col.origin_name, m.arrow)
-                for col, m in zip(table.columns, self.mappings, strict=True)
-                if col.name in table.key
-            ],
-            metadata={"pg_schema": table.schema, "pg_table": table.name},
-        )
+        self.schema = part_schema(table)
         self.key_columns = table.key_columns
         self.aliases: dict[str, str | None] = {}
         self.values: list[list[Any]] = [[] for _ in table.columns]

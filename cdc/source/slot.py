@@ -51,7 +51,7 @@ class StreamPosition:
     caught_up: bool = False
 
 
-def _classify(exc: psycopg2.Error, what: str) -> Exception:
+def classify_error(exc: psycopg2.Error, what: str) -> Exception:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg2.OperationalError):
         lowered = text.lower()
@@ -69,6 +69,9 @@ def _classify(exc: psycopg2.Error, what: str) -> Exception:
     if isinstance(exc, psycopg2.errors.ObjectInUse):
         return SourceUnavailable(f"{what}: {text} (another reader holds the slot; retrying later helps)")
     return SourceError(f"PostgreSQL error while {what}: {text}")
+
+
+_classify = classify_error
 
 
 class PostgresSource:
@@ -93,7 +96,7 @@ class PostgresSource:
             try:
                 self._conn = psycopg2.connect(**self._params, options=SESSION_OPTIONS)
             except psycopg2.Error as exc:
-                raise _classify(exc, "connecting") from exc
+                raise classify_error(exc, "connecting") from exc
             self._conn.autocommit = True
         return self._conn
 
@@ -103,7 +106,7 @@ class PostgresSource:
                 cur.execute(sql, args)
                 return cur.fetchall() if cur.description else []
         except psycopg2.Error as exc:
-            raise _classify(exc, what) from exc
+            raise classify_error(exc, what) from exc
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -114,7 +117,7 @@ class PostgresSource:
         try:
             return load_catalog(self._sql(), self.tables, self.keys)
         except psycopg2.Error as exc:
-            raise _classify(exc, "reading the catalog") from exc
+            raise classify_error(exc, "reading the catalog") from exc
 
     def lookup_values(
         self, table: TableSchema, columns: list[str], keys: list[tuple[Any, ...]]
@@ -123,7 +126,7 @@ class PostgresSource:
         try:
             return current_text(self._sql(), table, columns, keys)
         except psycopg2.Error as exc:
-            raise _classify(exc, f"looking up values of {table.qualified}") from exc
+            raise classify_error(exc, f"looking up values of {table.qualified}") from exc
 
     def current_wal_lsn(self) -> Lsn:
         return Lsn.parse(self._query("SELECT pg_current_wal_lsn()::text")[0][0])
@@ -169,7 +172,7 @@ class PostgresSource:
                 connection_factory=psycopg2.extras.LogicalReplicationConnection,
             )
         except psycopg2.Error as exc:
-            raise _classify(exc, "opening the replication connection") from exc
+            raise classify_error(exc, "opening the replication connection") from exc
 
     def _start(self, conn: Any, start: Lsn) -> Any:
         """START_REPLICATION, waiting briefly while a previous walsender still holds the slot."""
@@ -183,10 +186,10 @@ class PostgresSource:
                 return cur
             except psycopg2.errors.ObjectInUse as exc:
                 if time.monotonic() > deadline:
-                    raise _classify(exc, f"starting replication from slot {self.slot}") from exc
+                    raise classify_error(exc, f"starting replication from slot {self.slot}") from exc
                 time.sleep(0.1)
             except psycopg2.Error as exc:
-                raise _classify(exc, f"starting replication from slot {self.slot}") from exc
+                raise classify_error(exc, f"starting replication from slot {self.slot}") from exc
 
     def stream(
         self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
@@ -206,7 +209,7 @@ class PostgresSource:
                 try:
                     msg = cur.read_message()
                 except psycopg2.Error as exc:
-                    raise _classify(exc, "reading the replication stream") from exc
+                    raise classify_error(exc, "reading the replication stream") from exc
                 if msg is not None:
                     parsed = parse_message(msg.payload)
                     position.server_lsn = max(position.server_lsn, Lsn(msg.data_start))
@@ -252,6 +255,6 @@ class PostgresSource:
                 select.select([cur], [], [], 0.05)
             raise SourceUnavailable(f"slot {self.slot} did not confirm LSN {lsn} within 5 s")
         except psycopg2.Error as exc:
-            raise _classify(exc, f"confirming LSN {lsn} on slot {self.slot}") from exc
+            raise classify_error(exc, f"confirming LSN {lsn} on slot {self.slot}") from exc
         finally:
             conn.close()

@@ -37,6 +37,11 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _json_int(text: str) -> int | str:
+    """JSON integers as int, but ``-0`` (a float column's negative zero) as text, keeping its sign."""
+    return text if text == "-0" else int(text)
+
+
 def parse_message(payload: bytes | str) -> Begin | Commit | Change | None:
     """Decode one wal2json v2 message; ``None`` for messages the pipeline ignores ("M")."""
     text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes | bytearray) else payload
@@ -45,7 +50,7 @@ def parse_message(payload: bytes | str) -> Begin | Commit | Change | None:
     try:
         if isinstance(payload, bytes | bytearray):
             payload.decode("utf-8")  # strict: a broken encoding is a decoder fault, not data
-        obj = json.loads(text, parse_float=str, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_float=str, parse_int=_json_int, parse_constant=_reject_constant)
         if not isinstance(obj, dict):
             raise _Malformed(f"expected a JSON object, got {type(obj).__name__}")
         raw_action = obj.get("action")
