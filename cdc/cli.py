@@ -63,6 +63,14 @@ def _describe(r: dict[str, Any]) -> str:
     head = f"window {r['window_id']}: {r['status']}"
     if r["status"] == "failed":
         return f"{head}\n  {r['error']['class']}: {r['error']['message']}"
+    if r.get("snapshot"):
+        snap = r["snapshot"]
+        lines = [f"{head} ({r['mode']}: {r['reason']})  snapshot {snap['snapshot_id']} at {snap['lsn']}"]
+        for t in snap["finished"]:
+            lines.append(f"  {t['table']}: {t['rows']:,} rows in {t['copy_s'] + t['load_s']:.1f}s")
+        lines += [f"  not done: {t}" for t in snap["unfinished"]]
+        lines += [f"  note: {n}" for n in r["notes"]]
+        return "\n".join(lines)
     lines = [
         f"{head}  {r['start_lsn']} -> {r['end_lsn']}  {r['transactions']} txns, "
         f"{r['changes']} changes in {r['duration_s']:.2f}s ({r['stop_reason']})"
@@ -71,6 +79,22 @@ def _describe(r: dict[str, Any]) -> str:
         lines.append(f"  {table}: " + ", ".join(f"{k}={v}" for k, v in ops.items() if v))
     lines += [f"  note: {n}" for n in r["notes"]]
     return "\n".join(lines)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from cdc.app import build_engine
+    from cdc.snapshot_mode import ProgressPrinter
+
+    settings = _load(args)
+    tables = tuple(t.strip() for t in (args.tables or "").split(",") if t.strip())
+    engine = build_engine(settings)
+    progress = ProgressPrinter(sys.stderr, tty=sys.stderr.isatty() and not args.json)
+    try:
+        result = engine.run_window(mode="snapshot", tables=tables, progress=progress).as_dict()
+    finally:
+        engine.close()
+    _emit(args, result, _describe(result))
+    return 0 if result["status"] == "snapshot" else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -101,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat windows until the slot has nothing more to give",
     )
     sync.set_defaults(func=cmd_sync)
+
+    snap = sub.add_parser(
+        "snapshot", help="re-snapshot every table, or only --tables, without stopping replication"
+    )
+    snap.add_argument("--config", required=True)
+    snap.add_argument("--tables", help="comma-separated schema.table names (default: every table)")
+    snap.add_argument("--json", action="store_true")
+    snap.set_defaults(func=cmd_snapshot)
 
     status = sub.add_parser("status", help="checkpoint, slot state and lag")
     status.add_argument("--config", required=True)

@@ -189,7 +189,10 @@ def _run(env: dict[str, Any], transactions: int, t0: float) -> int:
     engine = build_engine(settings)
     try:
         first = engine.run_window().as_dict()
-        print(f"pipeline {settings.pipeline}: {first['status']} at {first['end_lsn']}", flush=True)
+        print(
+            f"pipeline {settings.pipeline}: {first['status']} ({first['reason']}) at {first['end_lsn']}",
+            flush=True,
+        )
         windows = 0
         for burst in range(4):
             run_workload(conn, schema, transactions // 4, seed=burst)

@@ -18,12 +18,14 @@ from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
-from cdc.errors import CdcError, LeaseHeld, SchemaError, SlotMissing, SourceError, TransientError
+from cdc import snapshot_mode
+from cdc.checkpoint import CheckpointStore, Lease
+from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog
 from cdc.model import Lsn, Message, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
+from cdc.snapshot_mode import ProgressHook
 from cdc.source.catalog import Catalog
 from cdc.source.slot import SlotInfo, StreamPosition
 from cdc.stage import Stage, build_manifest, window_prefix, write_manifest
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 class Source(Protocol):
     slot: str
+    conn_params: dict[str, Any]
 
     def catalog(self) -> Catalog: ...
     def current_wal_lsn(self) -> Lsn: ...
@@ -45,6 +48,9 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
+    @property
+    def connection(self) -> Any: ...
+
     def ensure_table(self, table: TableSchema) -> Any: ...
     def column_origins(self, table: TableSchema) -> dict[str, int]: ...
     def apply(
@@ -103,7 +109,14 @@ class Engine:
             budget = min(budget, self._time_left() - self.settings.window_safety_margin_s)
         return max(budget, 0.0)
 
-    def run_window(self) -> WindowResult:
+    def run_window(
+        self,
+        mode: str | None = None,
+        tables: tuple[str, ...] = (),
+        progress: ProgressHook | None = None,
+    ) -> WindowResult:
+        """Run one window: incremental, or a snapshot when one is needed or ``mode == "snapshot"``
+        asks for it (of ``tables`` only, when given)."""
         started = time.monotonic()
         window_id = uuid.uuid4().hex[:16]
         wlog = WindowLog(log, {"pipeline": self.settings.pipeline, "window_id": window_id})
@@ -123,7 +136,7 @@ class Engine:
                     n = attempt.retry_state.attempt_number
                     if n > 1:
                         wlog.warning("retrying window after a transient error", extra={"attempt": n})
-                    result = self._window(window_id, lease, wlog, started)
+                    result = self._window(window_id, lease, wlog, started, mode, tables, progress)
         except CdcError as exc:
             wlog.error("window failed", extra={"error_class": type(exc).__name__, "error": str(exc)})
             return WindowResult(
@@ -146,12 +159,28 @@ class Engine:
         return result
 
     # -- the steps ---------------------------------------------------------------------------
-    def _window(self, window_id: str, lease: Lease, wlog: WindowLog, started: float) -> WindowResult:
+    def _window(
+        self,
+        window_id: str,
+        lease: Lease,
+        wlog: WindowLog,
+        started: float,
+        mode: str | None,
+        tables: tuple[str, ...],
+        progress: ProgressHook | None,
+    ) -> WindowResult:
         checkpoint = self.store.load()
         slot = self.source.slot_info()
-        if checkpoint is None:
-            return self._initialize(window_id, lease, slot, wlog, started)
-        self._check_slot(checkpoint, slot)
+        decision = snapshot_mode.decide(checkpoint, slot, mode, tables)
+        if decision.mode == "snapshot":
+            return snapshot_mode.run_full(
+                self, window_id, lease, checkpoint, slot, decision.reason or "", started, progress
+            )
+        assert checkpoint is not None
+        if decision.mode == "tables":
+            return snapshot_mode.run_tables(
+                self, window_id, lease, checkpoint, decision.tables, started, progress
+            )
 
         catalog = self.source.catalog()
         stopped: dict[str, Any] = dict(checkpoint.extra.get("stopped_tables") or {})
@@ -164,6 +193,7 @@ class Engine:
             catalog,
             lambda table: self.sink.column_origins(table),
             skip={(v["schema"], v["table"]) for v in stopped.values()},
+            snapshot_lsns=snapshot_mode.snapshot_lsns(checkpoint),
         )
         bounds = ReadBounds(
             until=self.source.current_wal_lsn(),
@@ -232,7 +262,7 @@ class Engine:
             lease=lease,
             expected=checkpoint,
             extra={
-                **{k: v for k, v in checkpoint.extra.items() if k not in ("initialized",)},
+                **checkpoint.extra,
                 "transactions": read.transactions,
                 "changes": read.changes,
                 "stage_prefix": prefix if read.staged else None,
@@ -256,53 +286,6 @@ class Engine:
             notes=tuple(notes),
             stopped_tables=tuple(sorted(stopped)),
         )
-
-    def _initialize(
-        self, window_id: str, lease: Lease, slot: SlotInfo | None, wlog: WindowLog, started: float
-    ) -> WindowResult:
-        """First run: create the slot and start the checkpoint at its consistent point."""
-        notes: list[str] = []
-        if slot is None:
-            slot = self.source.create_slot()
-        else:
-            notes.append(f"slot {slot.name} already existed; replication starts at its confirmed position")
-        if slot.confirmed_flush is None:
-            raise SourceError(f"slot {slot.name} has no confirmed position; drop it and run again")
-        notes.append("rows that existed before the slot was created are not copied by incremental mode")
-        self.store.save(
-            lsn=slot.confirmed_flush,
-            slot=slot.name,
-            window_id=window_id,
-            lease=lease,
-            expected=None,
-            extra={"initialized": True},
-        )
-        wlog.info("pipeline initialized", extra={"lsn": str(slot.confirmed_flush), "slot": slot.name})
-        return WindowResult(
-            self.settings.pipeline,
-            window_id,
-            "initialized",
-            end_lsn=str(slot.confirmed_flush),
-            duration_s=time.monotonic() - started,
-            notes=tuple(notes),
-        )
-
-    def _check_slot(self, checkpoint: Checkpoint, slot: SlotInfo | None) -> None:
-        if slot is None:
-            raise SlotMissing(
-                f"replication slot {self.source.slot} does not exist but the checkpoint is at "
-                f"{checkpoint.lsn}: changes since then cannot be read. Re-snapshot the pipeline"
-            )
-        if slot.wal_status == "lost":
-            raise SourceError(
-                f"replication slot {slot.name} is invalidated (wal_status=lost): the WAL it needed was "
-                "removed. Re-snapshot the pipeline"
-            )
-        if slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.lsn:
-            raise SourceError(
-                f"replication slot {slot.name} is confirmed at {slot.confirmed_flush}, past the "
-                f"checkpoint {checkpoint.lsn}: changes in between are gone. Re-snapshot the pipeline"
-            )
 
     def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:
         """Upload the window's parts, then its manifest: a manifest means the window is complete."""

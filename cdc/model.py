@@ -182,7 +182,7 @@ class WindowResult:
 
     pipeline: str
     window_id: str
-    status: Literal["applied", "empty", "lease_held", "initialized", "failed"]
+    status: Literal["applied", "empty", "lease_held", "snapshot", "snapshot_incomplete", "failed"]
     start_lsn: str | None = None
     end_lsn: str | None = None
     transactions: int = 0
@@ -195,6 +195,9 @@ class WindowResult:
     error: dict[str, str] | None = None
     notes: tuple[str, ...] = ()
     stopped_tables: tuple[str, ...] = ()  # tables that wait for a re-snapshot
+    mode: str = "incremental"  # "incremental", "snapshot" (every table) or "tables"
+    reason: str | None = None  # why a snapshot ran
+    snapshot: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -213,6 +216,9 @@ class WindowResult:
             "error": self.error,
             "notes": list(self.notes),
             "stopped_tables": list(self.stopped_tables),
+            "mode": self.mode,
+            "reason": self.reason,
+            "snapshot": self.snapshot,
         }
 
 

@@ -60,6 +60,7 @@ class WindowReader:
         catalog: Catalog,
         column_origins: Callable[[TableSchema], dict[str, int]],
         skip: set[tuple[str, str]] | None = None,
+        snapshot_lsns: dict[str, Lsn] | None = None,
     ) -> None:
         self.source = source
         self.catalog = catalog
@@ -68,6 +69,8 @@ class WindowReader:
         self.partitions = dict(catalog.partitions)
         self._column_origins = column_origins
         self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
+        # tables re-snapshotted at S: their changes committed before S are in the copy already
+        self.snapshot_lsns = dict(snapshot_lsns or {})
 
     def read(self, start: Lsn, spool: Path, bounds: ReadBounds) -> WindowRead:
         position = StreamPosition(server_lsn=start)
@@ -90,6 +93,9 @@ class WindowReader:
                         raise SourceError("decoder sent a change outside a transaction")
                     change = self._route(message, read)
                     if change is None:
+                        continue
+                    copied_at = self.snapshot_lsns.get(f"{change.schema}.{change.table}")
+                    if copied_at is not None and txn.commit_lsn < copied_at:
                         continue
                     if not self._add(writer, change, txn, read):
                         read.stop_reason = "schema_change"

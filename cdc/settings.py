@@ -123,6 +123,14 @@ FIELDS: tuple[Field, ...] = (
         doc="Snowflake stage (qualified name) whose URL is the stage_url root.",
     ),
     Field("snowflake_load_schema", "str", "CDC_LOAD", doc="Schema for transient load tables."),
+    Field(
+        "snowflake_swap_strategy",
+        "str",
+        "swap",
+        choices=("swap", "rename"),
+        doc="How a snapshot replaces a target: swap (ALTER TABLE SWAP WITH, atomic on Snowflake) or "
+        "rename (two renames in one transaction; only for the local fakesnow stand-in)",
+    ),
     # stage
     Field("stage_url", "str", required=True, doc="s3://bucket/prefix or file:///absolute/dir."),
     # aws
@@ -183,6 +191,7 @@ class Settings:
     snowflake_role: str | None
     snowflake_stage: str
     snowflake_load_schema: str
+    snowflake_swap_strategy: str
     stage_url: str
     aws_region: str
     aws_endpoint_url: str | None

@@ -6,6 +6,7 @@ lives as long as the warm Lambda, so a scheduled run every minute logs in to Vau
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -35,12 +36,19 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         log.error("invalid configuration", extra={"problems": exc.problems})
         return {"status": "failed", "error": {"class": "ConfigError", "message": str(exc)}}
     setup_logging(settings.log_level, settings.log_format)
-    mode = (event or {}).get("mode", "incremental")
-    if mode != "incremental":
+    event = event or {}
+    mode = event.get("mode", "incremental")
+    tables = event.get("tables") or []
+    if mode not in ("incremental", "snapshot") or not isinstance(tables, list):
+        message = (
+            f"unsupported event {json.dumps(event)[:200]}: use {{}} (scheduled), "
+            '{"mode": "snapshot"} or {"mode": "snapshot", "tables": ["schema.table", ...]}'
+        )
+        log.error("unsupported event", extra={"error": message})
         return {
             "pipeline": settings.pipeline,
             "status": "failed",
-            "error": {"class": "ConfigError", "message": f"unsupported event mode {mode!r}: use incremental"},
+            "error": {"class": "ConfigError", "message": message},
         }
     time_left = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
@@ -56,6 +64,6 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             "error": {"class": type(exc).__name__, "message": str(exc), "kind": kind},
         }
     try:
-        return engine.run_window().as_dict()
+        return engine.run_window(mode=mode, tables=tuple(str(t) for t in tables)).as_dict()
     finally:
         engine.close()

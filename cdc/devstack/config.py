@@ -72,6 +72,7 @@ protocol = "http"
 database = {q(b.SF_DATABASE)}
 stage = {q(b.SF_STAGE)}
 load_schema = {q(b.SF_LOAD_SCHEMA)}
+swap_strategy = "rename"
 
 [aws]
 region = {q(b.AWS_REGION)}

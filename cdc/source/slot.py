@@ -85,6 +85,7 @@ class PostgresSource:
         keys: dict[tuple[str, str], tuple[str, ...]] | None = None,
     ) -> None:
         self._params = dict(conn_params)
+        self.conn_params = self._params
         self.slot = slot
         self.tables = tables
         self.keys = dict(keys or {})

@@ -41,7 +41,7 @@ def assert_all_equal(p: Pipeline) -> None:
 
 def test_first_run_creates_slot_and_checkpoint_at_its_consistent_point(shop: Pipeline) -> None:
     result = shop.engine.run_window()
-    assert result.status == "initialized"
+    assert result.status == "snapshot"
     checkpoint = shop.store.load()
     assert checkpoint is not None
     assert str(checkpoint.lsn) == result.end_lsn
@@ -150,6 +150,7 @@ def test_lambda_handler_runs_one_window_from_environment(stack: Any, monkeypatch
             "CDC_SNOWFLAKE_STAGE": p.settings.snowflake_stage,
             "CDC_STAGE_URL": p.settings.stage_url,
             "CDC_AWS_ENDPOINT_URL": p.settings.aws_endpoint_url or "",
+            "CDC_SNOWFLAKE_SWAP_STRATEGY": "rename",
             "CDC_CHECKPOINT_TABLE": p.settings.checkpoint_table,
             "CDC_LOG_FORMAT": "json",
         }
@@ -167,7 +168,7 @@ def test_lambda_handler_runs_one_window_from_environment(stack: Any, monkeypatch
 
         event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
         first = lambda_handler.handler(event, Context())
-        assert first["status"] == "initialized"
+        assert first["status"] == "snapshot"
         with p.conn.cursor() as cur:
             cur.execute(f"INSERT INTO {p.schema}.items VALUES (1, 'a'), (2, 'b')")
             cur.execute(f"UPDATE {p.schema}.items SET v = 'c' WHERE id = 2")
@@ -206,7 +207,7 @@ def test_cli_sync_prints_one_json_object(stack: Any, tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)
         assert data["pipeline"] == p.name
-        assert data["status"] == "initialized"
+        assert data["status"] == "snapshot"
         assert out.stdout.count("\n") == 1
     finally:
         p.close()

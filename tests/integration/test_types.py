@@ -178,7 +178,7 @@ def target_rows(p: Pipeline, table: TableSchema) -> dict[int, dict[str, Any]]:
 
 def test_every_type_round_trips_exactly(stack: Any, types_pipeline: Pipeline) -> None:
     p = types_pipeline
-    assert p.engine.run_window().status == "initialized"
+    assert p.engine.run_window().status == "snapshot"
     execute(p, ROWS)
     run_until_caught_up(p)
     execute(p, UPDATES)

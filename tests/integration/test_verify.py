@@ -90,7 +90,7 @@ def replicated(stack: Any) -> Iterator[Replicated]:
                 '"naïve" date)'
             ).format(odd)
         )
-        assert p.engine.run_window().status == "initialized"
+        assert p.engine.run_window().status == "snapshot"
         r.run_sql(
             f"""
             INSERT INTO {s}.plain

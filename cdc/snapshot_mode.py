@@ -1,0 +1,293 @@
+"""Snapshot mode: when a window runs a snapshot instead of reading the slot, and how a snapshot
+moves the checkpoint.
+
+* A **full snapshot** (first run, slot missing or invalidated, checkpoint and slot disagreeing)
+  drops a slot that cannot serve, creates the slot with
+  an exported snapshot, copies every table at the slot's consistent point S, swaps each in, and
+  sets the checkpoint to S: incremental mode resumes there with nothing missed or applied twice.
+* A **re-snapshot** an operator asks for (of every table, or of the tables named) copies them at
+  the consistent point S_T of a temporary slot while the pipeline's slot keeps its place and
+  nothing stops; the checkpoint records S_T per table and
+  later windows skip that table's changes committed before S_T (they are in the copy).
+
+A snapshot that does not finish within the time budget leaves the previous targets and the
+checkpoint as they were, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cdc.checkpoint import Checkpoint, Lease
+from cdc.errors import CdcError, ConfigError, SchemaError
+from cdc.model import Lsn, WindowResult
+from cdc.snapshot.export import create_slot_with_snapshot, create_temporary_snapshot, drop_slot
+from cdc.snapshot.load import SnapshotLoader
+from cdc.snapshot.run import FinishedTable, run_snapshot
+from cdc.snowflake.sql import target_columns
+from cdc.source.slot import SlotInfo
+
+if TYPE_CHECKING:
+    from cdc.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str  # "incremental" | "snapshot" | "tables"
+    reason: str | None = None
+    tables: tuple[str, ...] = ()
+
+
+def decide(
+    checkpoint: Checkpoint | None, slot: SlotInfo | None, requested: str | None, tables: tuple[str, ...]
+) -> Decision:
+    """Which kind of window to run (pure: the inputs say everything)."""
+    if checkpoint is None:
+        return Decision("snapshot", "no checkpoint: first run of the pipeline")
+    if slot is None:
+        return Decision("snapshot", f"replication slot is missing (checkpoint at {checkpoint.lsn})")
+    if slot.wal_status == "lost":
+        return Decision(
+            "snapshot", "replication slot is invalidated (wal_status=lost): the WAL it needed is gone"
+        )
+    if slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.lsn:
+        return Decision(
+            "snapshot",
+            f"replication slot is confirmed at {slot.confirmed_flush}, past the checkpoint {checkpoint.lsn}: "
+            "changes in between cannot be read again (was the slot recreated?)",
+        )
+    if requested == "snapshot":
+        # the slot is healthy: copy at a temporary slot's point while it keeps its place
+        return Decision("tables", "requested", tables)
+    return Decision("incremental")
+
+
+def snapshot_lsns(checkpoint: Checkpoint | None) -> dict[str, Lsn]:
+    """Per table, the LSN of its last table re-snapshot that windows must still honour."""
+    if checkpoint is None:
+        return {}
+    raw = checkpoint.extra.get("snapshot_lsns") or {}
+    return {table: Lsn.parse(text) for table, text in raw.items() if Lsn.parse(text) > checkpoint.lsn}
+
+
+class ProgressPrinter:
+    """A one-line progress bar on a terminal (stderr), plain log lines otherwise."""
+
+    def __init__(self, stream: Any, tty: bool) -> None:
+        self.stream = stream
+        self.tty = tty
+        self._last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if p.phase == "copy" and now - self._last < (0.2 if self.tty else 10.0):
+            return
+        self._last = now
+        rate = p.rows / p.elapsed_s if p.elapsed_s else 0.0
+        line = (
+            f"[{p.index + 1}/{p.tables}] {p.table}: {p.phase} {p.rows:,} rows, "
+            f"{p.bytes / 1e6:,.1f} MB, {p.parts} parts, {rate:,.0f} rows/s"
+        )
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("\n" if p.phase == "done" else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+ProgressHook = Callable[[Any], None]
+
+
+def _select(catalog: Any, names: tuple[str, ...]) -> list[Any]:
+    by_name = {t.qualified: t for t in catalog.tables.values()}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(
+            [
+                f"table {n!r} is not replicated by this pipeline (or has no key); replicated: "
+                f"{', '.join(sorted(by_name)) or 'none'}"
+                for n in unknown
+            ]
+        )
+    return [by_name[n] for n in names]
+
+
+def run_full(
+    engine: Engine,
+    window_id: str,
+    lease: Lease,
+    checkpoint: Checkpoint | None,
+    slot: SlotInfo | None,
+    reason: str,
+    started: float,
+    progress: ProgressHook | None,
+) -> WindowResult:
+    """Full snapshot: a new slot with an exported snapshot, every table copied at its consistent point."""
+    settings = engine.settings
+    params = engine.source.conn_params
+    log.warning(
+        "snapshot mode", extra={"pipeline": settings.pipeline, "window_id": window_id, "reason": reason}
+    )
+    if slot is not None:
+        drop_slot(params, slot.name)  # it cannot serve: a new one exports the snapshot
+    catalog = engine.source.catalog()
+    notes = list(catalog.refused.values())
+    tables, stopped = _mappable(list(catalog.tables.values()))
+    notes += [f"table {t} stopped: {v['reason']}" for t, v in stopped.items()]
+    with create_slot_with_snapshot(params, engine.source.slot) as snap:
+        result = run_snapshot(
+            snap,
+            tables,
+            conn_params=params,
+            stage=engine.stage,
+            loader=SnapshotLoader.from_settings(
+                engine.sink.connection, settings, settings.snowflake_swap_strategy
+            ),
+            pipeline=settings.pipeline,
+            deadline=time.monotonic() + engine.budget_s(),
+            part_max_rows=settings.part_max_rows,
+            progress=progress,
+        )
+        lsn = snap.lsn
+    if not result.complete:
+        notes.append(result.message)
+        return WindowResult(
+            settings.pipeline,
+            window_id,
+            "snapshot_incomplete",
+            end_lsn=str(checkpoint.lsn) if checkpoint else None,
+            duration_s=time.monotonic() - started,
+            mode="snapshot",
+            reason=reason,
+            snapshot=result.as_dict(),
+            notes=tuple(notes),
+        )
+    engine.store.save(
+        lsn=lsn,
+        slot=engine.source.slot,
+        window_id=window_id,
+        lease=lease,
+        expected=checkpoint,
+        extra={
+            "snapshot": {"id": result.snapshot_id, "lsn": str(lsn), "reason": reason},
+            "stopped_tables": stopped,
+            "snapshot_lsns": {},
+        },
+    )
+    return WindowResult(
+        settings.pipeline,
+        window_id,
+        "snapshot",
+        str(checkpoint.lsn) if checkpoint else None,
+        str(lsn),
+        changes=sum(t.rows for t in result.finished),
+        tables={t.table: {"snapshot_rows": t.rows} for t in result.finished},
+        duration_s=time.monotonic() - started,
+        caught_up=False,
+        mode="snapshot",
+        reason=reason,
+        snapshot=result.as_dict(),
+        notes=tuple(notes),
+        stopped_tables=tuple(sorted(stopped)),
+    )
+
+
+def _mappable(tables: list[Any]) -> tuple[list[Any], dict[str, dict[str, str]]]:
+    """The tables that map onto Snowflake, and the others with the reason: they stop, the rest go on."""
+    good, stopped = [], {}
+    for table in tables:
+        try:
+            target_columns(table)
+        except SchemaError as exc:
+            stopped[table.qualified] = {
+                "schema": table.schema,
+                "table": table.name,
+                "lsn": "0/0",
+                "reason": str(exc),
+            }
+            continue
+        good.append(table)
+    return good, stopped
+
+
+def run_tables(
+    engine: Engine,
+    window_id: str,
+    lease: Lease,
+    checkpoint: Checkpoint,
+    names: tuple[str, ...],
+    started: float,
+    progress: ProgressHook | None,
+) -> WindowResult:
+    """Re-snapshot some tables at a temporary slot's consistent point; the pipeline's slot streams on."""
+    settings = engine.settings
+    params = engine.source.conn_params
+    catalog = engine.source.catalog()
+    tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
+    finished: list[FinishedTable] = []
+
+    def record() -> None:
+        """Tables swapped in hold the copy at S_T: later windows must skip their older changes."""
+        lsns = dict(checkpoint.extra.get("snapshot_lsns") or {})
+        stopped = dict(checkpoint.extra.get("stopped_tables") or {})
+        for table in finished:
+            lsns[table.table] = str(table.lsn)
+            stopped.pop(table.table, None)
+        engine.store.save(
+            lsn=checkpoint.lsn,
+            slot=engine.source.slot,
+            window_id=window_id,
+            lease=lease,
+            expected=checkpoint,
+            extra={**checkpoint.extra, "snapshot_lsns": lsns, "stopped_tables": stopped},
+        )
+
+    try:
+        with create_temporary_snapshot(params, f"cdc_snap_{settings.pipeline}") as snap:
+            result = run_snapshot(
+                snap,
+                tables,
+                conn_params=params,
+                stage=engine.stage,
+                loader=SnapshotLoader.from_settings(
+                    engine.sink.connection, settings, settings.snowflake_swap_strategy
+                ),
+                pipeline=settings.pipeline,
+                deadline=time.monotonic() + engine.budget_s(),
+                part_max_rows=settings.part_max_rows,
+                progress=progress,
+                on_table=finished.append,
+            )
+    except CdcError:
+        if finished:
+            record()  # the tables done before the failure stay done
+        raise
+    if finished:
+        record()
+    stopped = {
+        t: v
+        for t, v in (checkpoint.extra.get("stopped_tables") or {}).items()
+        if t not in {f.table for f in finished}
+    }
+    notes = () if result.complete else (result.message,)
+    return WindowResult(
+        settings.pipeline,
+        window_id,
+        "snapshot" if result.complete else "snapshot_incomplete",
+        str(checkpoint.lsn),
+        str(checkpoint.lsn),
+        changes=sum(t.rows for t in result.finished),
+        tables={t.table: {"snapshot_rows": t.rows} for t in result.finished},
+        duration_s=time.monotonic() - started,
+        mode="tables",
+        reason="requested",
+        snapshot=result.as_dict(),
+        notes=notes,
+        stopped_tables=tuple(sorted(stopped)),
+    )
