@@ -155,7 +155,7 @@ class _TableBuffer:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / name
         pq.write_table(data, path, compression="zstd")
-        size, digest = _digest(path)
+        size, digest = file_digest(path)
         staged = StagedFile(name=name, rows=data.num_rows, bytes=size, sha256=digest)
         self.files.append(staged)
         return staged
@@ -362,7 +362,7 @@ def _row(buf: _TableBuffer, values: dict[str, Any]) -> list[Any]:
     return row
 
 
-def _digest(path: Path) -> tuple[int, str]:
+def file_digest(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:

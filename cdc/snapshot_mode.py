@@ -27,7 +27,7 @@ from cdc.errors import CdcError, ConfigError, SchemaError
 from cdc.model import Lsn, WindowResult
 from cdc.snapshot.export import create_slot_with_snapshot, create_temporary_snapshot, drop_slot
 from cdc.snapshot.load import SnapshotLoader
-from cdc.snapshot.run import FinishedTable, run_snapshot
+from cdc.snapshot.run import FinishedTable, SnapshotResult, run_snapshot
 from cdc.snowflake.sql import target_columns
 from cdc.source.slot import SlotInfo
 
@@ -141,19 +141,7 @@ def run_full(
     tables, stopped = _mappable(list(catalog.tables.values()))
     notes += [f"table {t} stopped: {v['reason']}" for t, v in stopped.items()]
     with create_slot_with_snapshot(params, engine.source.slot) as snap:
-        result = run_snapshot(
-            snap,
-            tables,
-            conn_params=params,
-            stage=engine.stage,
-            loader=SnapshotLoader.from_settings(
-                engine.sink.connection, settings, settings.snowflake_swap_strategy
-            ),
-            pipeline=settings.pipeline,
-            deadline=time.monotonic() + engine.budget_s(),
-            part_max_rows=settings.part_max_rows,
-            progress=progress,
-        )
+        result = _copy(engine, snap, tables, progress)
         lsn = snap.lsn
     if not result.complete:
         notes.append(result.message)
@@ -195,6 +183,31 @@ def run_full(
         snapshot=result.as_dict(),
         notes=tuple(notes),
         stopped_tables=tuple(sorted(stopped)),
+    )
+
+
+def _copy(
+    engine: Engine,
+    snap: Any,
+    tables: list[Any],
+    progress: ProgressHook | None,
+    on_table: Callable[[FinishedTable], None] | None = None,
+) -> SnapshotResult:
+    """Copy, stage, load and swap ``tables`` at ``snap`` within the window's time budget."""
+    settings = engine.settings
+    return run_snapshot(
+        snap,
+        tables,
+        conn_params=engine.source.conn_params,
+        stage=engine.stage,
+        loader=SnapshotLoader.from_settings(
+            engine.sink.connection, settings, settings.snowflake_swap_strategy
+        ),
+        pipeline=settings.pipeline,
+        deadline=time.monotonic() + engine.budget_s(),
+        part_max_rows=settings.part_max_rows,
+        progress=progress,
+        on_table=on_table,
     )
 
 
@@ -250,20 +263,7 @@ def run_tables(
 
     try:
         with create_temporary_snapshot(params, f"cdc_snap_{settings.pipeline}") as snap:
-            result = run_snapshot(
-                snap,
-                tables,
-                conn_params=params,
-                stage=engine.stage,
-                loader=SnapshotLoader.from_settings(
-                    engine.sink.connection, settings, settings.snowflake_swap_strategy
-                ),
-                pipeline=settings.pipeline,
-                deadline=time.monotonic() + engine.budget_s(),
-                part_max_rows=settings.part_max_rows,
-                progress=progress,
-                on_table=finished.append,
-            )
+            result = _copy(engine, snap, tables, progress, finished.append)
     except CdcError:
         if finished:
             record()  # the tables done before the failure stay done

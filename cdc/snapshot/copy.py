@@ -20,7 +20,6 @@ so the sink's load path and the MERGE's "newer than the row" rule treat them lik
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from psycopg2 import sql as pgsql
 
-from cdc.batch import part_name, part_schema
+from cdc.batch import file_digest, part_name, part_schema
 from cdc.convert import COMMIT_TS_TYPE
 from cdc.errors import CdcError, SchemaError, SourceError
 from cdc.model import Lsn, StagedFile, StagedTable, TableSchema
@@ -371,7 +370,7 @@ class _TableCopy:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / name
         pq.write_table(data, path, **PARQUET_OPTIONS)
-        size, digest = _digest(path)
+        size, digest = file_digest(path)
         staged = StagedFile(name=name, rows=data.num_rows, bytes=size, sha256=digest)
         log.debug(
             "snapshot part written",
@@ -428,13 +427,3 @@ class _TableCopy:
             ),
         )
         return SnapshotTable(staged, self.snapshot.lsn, self.bytes, time.monotonic() - self.started)
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
