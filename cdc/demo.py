@@ -8,6 +8,7 @@ and stops what it started. ``run_workload`` is also used by the integration test
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -25,6 +26,7 @@ from cdc.errors import CdcError
 from cdc.logs import setup_logging
 from cdc.model import TableSchema
 from cdc.settings import Settings, load
+from cdc.verify.run import verify
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -204,25 +206,21 @@ def _run(env: dict[str, Any], transactions: int, t0: float) -> int:
                 f"{changes} changes applied",
                 flush=True,
             )
-        catalog = engine.source.catalog()
-        print(f"\n{'table':<28}{'source rows':>12}{'target rows':>12}  equal", flush=True)
-        all_equal = True
-        for name in TABLES:
-            diff = compare_table(conn, engine, catalog.tables[(schema, name)])
-            all_equal &= diff.equal
+        # the same check users run: cdc verify streams both sides and compares every value
+        report = verify(settings)
+        print(f"\n{'table (cdc verify)':<32}{'source rows':>12}{'target rows':>12}  equal", flush=True)
+        for t in report.tables:
             print(
-                f"{diff.table:<28}{diff.source_rows:>12}{diff.target_rows:>12}  "
-                f"{'yes' if diff.equal else 'NO'}",
-                flush=True,
+                f"{t.table:<32}{t.source_rows or 0:>12}{t.target_rows or 0:>12}  {'yes' if t.equal else 'NO'}"
             )
-            if not diff.equal:
-                print(f"    missing {diff.missing[:5]} extra {diff.extra[:5]} different {diff.different[:5]}")
+            if not t.equal:
+                print(f"    {json.dumps(t.as_dict())[:400]}")
         print(
             f"\n{windows} windows in {time.monotonic() - t0:.1f}s; target "
-            f"{'equals' if all_equal else 'DIFFERS FROM'} source",
+            f"{'equals' if report.equal else 'DIFFERS FROM'} source",
             flush=True,
         )
-        return 0 if all_equal else 1
+        return 0 if report.equal and len(report.tables) == len(TABLES) else 1
     finally:
         engine.close()
         conn.close()
