@@ -12,9 +12,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from cdc.alerts import Alerts
 from cdc.checkpoint import CheckpointStore
 from cdc.engine import Engine
 from cdc.logs import register_secret
+from cdc.model import WindowResult
 from cdc.secrets import VaultSecrets
 from cdc.settings import Settings, parse_keys
 from cdc.snowflake.sink import SnowflakeSink
@@ -97,4 +99,23 @@ def build_engine(
         stage=open_stage(settings.stage_url, s3),
         store=CheckpointStore(aws_client(settings, "dynamodb"), settings.checkpoint_table, settings.pipeline),
         time_left=time_left,
+    )
+
+
+def build_alerts(settings: Settings) -> Alerts:
+    """Dead-letter queue and metrics for the window results."""
+    cloudwatch = aws_client(settings, "cloudwatch") if settings.metrics_mode == "cloudwatch" else None
+    sqs = aws_client(settings, "sqs") if settings.dlq_url else None
+    return Alerts(sqs, settings.dlq_url, cloudwatch, settings.metrics_namespace, settings.pipeline)
+
+
+def report_window(engine: Engine, alerts: Alerts, result: WindowResult) -> None:
+    """Metrics for every window; a failed one also goes to the dead-letter queue."""
+    if result.status == "lease_held":
+        return
+    alerts.after_window(
+        result,
+        slot_lag_bytes=engine.slot_lag_bytes(),
+        retries=engine.last_retries,
+        checkpoint_lsn=engine.last_checkpoint_lsn,
     )

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cdc import replay, verify
 from cdc import settings as settings_mod
-from cdc import verify
 from cdc.errors import CdcError, ConfigError
 from cdc.logs import setup_logging
 
@@ -44,13 +44,15 @@ def cmd_devstack(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from cdc.app import build_engine
+    from cdc.app import build_alerts, build_engine, report_window
 
     settings = _load(args)
     engine = build_engine(settings)
+    alerts = build_alerts(settings)
     try:
         while True:
             result = engine.run_window()
+            report_window(engine, alerts, result)
             _emit(args, result.as_dict(), _describe(result.as_dict()))
             if not args.until_caught_up or result.status in ("failed", "lease_held") or result.caught_up:
                 break
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     verify.register(sub)
+    replay.register(sub)
     return parser
 
 

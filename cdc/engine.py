@@ -84,6 +84,8 @@ class Engine:
         self.store = store
         self._time_left = time_left
         self.owner = owner or f"cdc-{uuid.uuid4().hex[:12]}"
+        self.last_retries = 0
+        self.last_checkpoint_lsn: str | None = None
 
     @property
     def sink(self) -> Sink:
@@ -101,6 +103,16 @@ class Engine:
             if close_sink is not None:
                 close_sink()
             self._sink = None
+
+    def slot_lag_bytes(self) -> int | None:
+        """WAL the slot still holds (current WAL minus confirmed_flush); None when unknown."""
+        try:
+            slot = self.source.slot_info()
+            if slot is None or slot.confirmed_flush is None:
+                return None
+            return self.source.current_wal_lsn().value - slot.confirmed_flush.value
+        except CdcError:
+            return None
 
     def budget_s(self) -> float:
         """Seconds this window may spend reading: the Lambda's remaining time minus the margin."""
@@ -134,6 +146,7 @@ class Engine:
             ):
                 with attempt:
                     n = attempt.retry_state.attempt_number
+                    self.last_retries = n - 1
                     if n > 1:
                         wlog.warning("retrying window after a transient error", extra={"attempt": n})
                     result = self._window(window_id, lease, wlog, started, mode, tables, progress)
@@ -170,6 +183,7 @@ class Engine:
         progress: ProgressHook | None,
     ) -> WindowResult:
         checkpoint = self.store.load()
+        self.last_checkpoint_lsn = str(checkpoint.lsn) if checkpoint else None
         slot = self.source.slot_info()
         decision = snapshot_mode.decide(checkpoint, slot, mode, tables)
         if decision.mode == "snapshot":
@@ -218,9 +232,9 @@ class Engine:
                     notes=tuple(notes),
                 )
             prefix = window_prefix(pipeline, checkpoint.lsn, read.end)
-            bytes_staged = 0
-            if read.staged:
-                bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
+            # every window that moves the checkpoint leaves a manifest (an empty one has no
+            # tables), so the staged windows chain without gaps for replay
+            bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
         for table, reason in read.stopped.items():
             schema_name, table_name = reader.tables_by_name[table]
             stopped[table] = {
@@ -265,7 +279,7 @@ class Engine:
                 **checkpoint.extra,
                 "transactions": read.transactions,
                 "changes": read.changes,
-                "stage_prefix": prefix if read.staged else None,
+                "stage_prefix": prefix,
                 "stopped_tables": stopped,
             },
         )

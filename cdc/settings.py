@@ -145,6 +145,16 @@ FIELDS: tuple[Field, ...] = (
     Field("window_safety_margin_s", "int", 30, doc="Lambda time kept free after a window."),
     Field("part_max_rows", "int", 50_000, doc="Rows per Parquet part before it is flushed."),
     Field("lease_ttl_s", "int", 900),
+    # alerts
+    Field("dlq_url", "str", doc="SQS queue for windows that failed for good; unset: none is sent."),
+    Field("metrics_namespace", "str", "CDC", doc="CloudWatch namespace of the window metrics."),
+    Field(
+        "metrics_mode",
+        "str",
+        "cloudwatch",
+        choices=("cloudwatch", "emf"),
+        doc="cloudwatch: PutMetricData; emf: embedded metric format on stdout (Lambda).",
+    ),
     # logging
     Field("log_level", "str", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Field("log_format", "str", "json", choices=("json", "text")),
@@ -203,6 +213,9 @@ class Settings:
     window_safety_margin_s: int
     part_max_rows: int
     lease_ttl_s: int
+    dlq_url: str | None
+    metrics_namespace: str
+    metrics_mode: str
     log_level: str
     log_format: str
 

@@ -11,7 +11,8 @@ import logging
 from typing import Any
 
 from cdc import settings as settings_mod
-from cdc.app import build_engine
+from cdc.alerts import startup_failure
+from cdc.app import build_alerts, build_engine, report_window
 from cdc.errors import CdcError, ConfigError, TransientError
 from cdc.logs import setup_logging
 from cdc.secrets import VaultSecrets
@@ -57,6 +58,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         engine = build_engine(settings, _vault(settings), time_left)
     except CdcError as exc:
         log.error("could not start the window", extra={"error_class": type(exc).__name__, "error": str(exc)})
+        build_alerts(settings).after_window(startup_failure(settings.pipeline, exc))
         kind = "transient" if isinstance(exc, TransientError) else "permanent"
         return {
             "pipeline": settings.pipeline,
@@ -64,6 +66,8 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             "error": {"class": type(exc).__name__, "message": str(exc), "kind": kind},
         }
     try:
-        return engine.run_window(mode=mode, tables=tuple(str(t) for t in tables)).as_dict()
+        result = engine.run_window(mode=mode, tables=tuple(str(t) for t in tables))
+        report_window(engine, build_alerts(settings), result)
+        return result.as_dict()
     finally:
         engine.close()

@@ -49,6 +49,8 @@ def write_config(ctx: Ctx) -> None:
 pipeline = {q(b.PIPELINE)}
 stage_url = {q(ctx.stage_dir.as_uri())}
 checkpoint_table = {q(b.CHECKPOINT_TABLE)}
+dlq_url = {q(moto["dlq_url"])}
+metrics_namespace = "CDC"
 
 [source]
 host = "127.0.0.1"

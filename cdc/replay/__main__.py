@@ -1,0 +1,5 @@
+import sys
+
+from cdc.replay import main
+
+sys.exit(main())

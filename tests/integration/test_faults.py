@@ -1,0 +1,415 @@
+"""Faults against the real local stack: dead-lettering, secrets in logs, overlapping runs, WAL.
+
+Each test has its own pipeline (schema, slot, stage prefix) and its own CloudWatch namespace;
+the dead-letter queue is the stack's ``cdc-dlq`` (messages are told apart by pipeline).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import hvac
+import psycopg2
+import pytest
+from helpers import Pipeline
+
+from cdc.alerts import Alerts
+from cdc.app import aws_client, build_engine
+from cdc.demo import TABLES, compare_table, create_schema, replicate_until_caught_up, run_workload
+from cdc.devstack import base as devstack_base
+from cdc.model import Lsn, WindowResult
+from cdc.settings import FIELDS, Secret, Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def execute(p: Pipeline, statements: list[str]) -> None:
+    with p.conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement.format(s=p.schema))
+    p.conn.commit()
+
+
+def slot_lag_bytes(p: Pipeline) -> int:
+    with p.admin.cursor() as cur:
+        cur.execute(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (p.settings.source_slot,),
+        )
+        row = cur.fetchone()
+        assert row is not None, "the slot is gone"
+        return int(row[0])
+
+
+def alerts_for(p: Pipeline, dlq_url: str) -> Alerts:
+    return Alerts(
+        aws_client(p.settings, "sqs"),
+        dlq_url,
+        aws_client(p.settings, "cloudwatch"),
+        f"CDC/test-{p.name}",
+        p.name,
+    )
+
+
+def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message on the queue (bodies parsed), deleted as read."""
+    bodies: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = got.get("Messages", [])
+        if not messages:
+            return bodies
+        for m in messages:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
+    """The ``CDC_*`` environment variables that make ``settings`` (the Lambda's only input)."""
+    env: dict[str, str] = {}
+    for f in FIELDS:
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, Secret):
+            value = value.reveal()
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        env[f.env] = str(value)
+    env.update({f"CDC_{k.upper()}": v for k, v in changes.items()})
+    return env
+
+
+def load_handler() -> ModuleType:
+    """A fresh copy of lambda/handler.py (a cold start: no Vault client cached)."""
+    spec = importlib.util.spec_from_file_location(
+        f"cdc_lambda_handler_{uuid.uuid4().hex[:6]}", REPO / "lambda" / "handler.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The Lambda handler configures the root logger: put it back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+@pytest.fixture
+def pipe(stack: Any) -> Iterator[Pipeline]:
+    p = Pipeline(stack)
+    execute(p, ["CREATE SCHEMA {s}"])
+    yield p
+    p.close()
+
+
+def with_tables(p: Pipeline, *tables: str) -> None:
+    p.settings = p.settings.replace(source_tables=tuple(f"{p.schema}.{t}" for t in tables))
+    p.engine.close()
+    p.engine = build_engine(p.settings)
+
+
+# --- (a) a window that fails for good -----------------------------------------------------------
+
+
+def test_a_window_that_fails_for_good_sends_one_dead_letter_and_keeps_the_checkpoint(
+    stack: Any, pipe: Pipeline
+) -> None:
+    p = pipe
+    execute(p, ["CREATE TABLE {s}.prices (id int PRIMARY KEY, n numeric(5,2))"])
+    with_tables(p, "prices")
+    alerts = alerts_for(p, stack.env["dlq_url"])
+    drain(alerts.sqs, stack.env["dlq_url"])  # earlier tests' leftovers are not ours
+    alerts.after_window(p.engine.run_window())  # first run: slot and checkpoint
+    execute(
+        p, ["INSERT INTO {s}.prices VALUES (1, 1.5), (2, 2.5)", "UPDATE {s}.prices SET n = 3 WHERE id = 2"]
+    )
+    applied = p.engine.run_window()
+    assert applied.status == "applied", applied
+    alerts.after_window(applied, slot_lag_bytes=slot_lag_bytes(p))
+
+    before = p.store.load()
+    assert before is not None
+    execute(p, ["INSERT INTO {s}.prices VALUES (3, 'NaN')"])
+    failed = p.engine.run_window()
+    assert failed.status == "failed" and failed.error is not None and failed.error["kind"] == "permanent"
+    after = p.store.load()
+    assert after is not None and after.lsn == before.lsn and after.window_id == before.window_id
+    assert p.slot_confirmed() == before.lsn
+    alerts.after_window(failed, slot_lag_bytes=slot_lag_bytes(p), checkpoint_lsn=str(before.lsn))
+    assert alerts.delivery_errors == 0
+
+    ours = [m for m in drain(alerts.sqs, stack.env["dlq_url"]) if m["pipeline"] == p.name]
+    assert len(ours) == 1, ours
+    (message,) = ours
+    assert message["window_id"] == failed.window_id
+    assert message["start_lsn"] == str(before.lsn) and message["end_lsn"] is None
+    assert message["error_class"] == failed.error["class"] and message["kind"] == "permanent"
+    assert "n" in message["message"] and "NUMBER(5,2)" in message["message"]
+
+    # the metrics are in CloudWatch (moto over HTTP)
+    cw, ns = alerts.cloudwatch, alerts.namespace
+    assert cw is not None
+    pipeline_dim = [{"Name": "Pipeline", "Value": p.name}]
+
+    def total(metric: str, dims: list[dict[str, str]] = pipeline_dim) -> float:
+        now = datetime.now(UTC)
+        stats = cw.get_metric_statistics(
+            Namespace=ns,
+            MetricName=metric,
+            Dimensions=dims,
+            StartTime=now - timedelta(minutes=10),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum"],
+        )
+        return float(sum(d["Sum"] for d in stats["Datapoints"]))
+
+    assert total("WindowFailures") == 1
+    assert total("SlotLagBytes") > 0
+    table = f"{p.schema}.prices"
+
+    def rows(op: str) -> float:
+        dims = [*pipeline_dim, {"Name": "Table", "Value": table}, {"Name": "Operation", "Value": op}]
+        return total("Rows", dims)
+
+    assert (rows("I"), rows("U")) == (2, 1)
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace=ns)["Metrics"]}
+    assert {
+        "Windows",
+        "WindowFailures",
+        "WindowDuration",
+        "BytesStaged",
+        "Retries",
+        "SlotLagBytes",
+        "Rows",
+    } <= names
+
+
+# --- (b) no secret in any log line, error, dead letter or result --------------------------------
+
+
+def test_no_secret_reaches_logs_errors_dead_letters_or_results(
+    stack: Any,
+    pipe: Pipeline,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    p = pipe
+    pg_password = dict(kv.split("=", 1) for kv in stack.env["postgres_dsn"].split())["password"]
+    wrong_token = f"hvs.wrong-{uuid.uuid4().hex}"
+    wrong_pg_password = f"wrong-pg-{uuid.uuid4().hex}"
+    secrets = {
+        "postgres password": pg_password,
+        "snowflake password": stack.env["snowflake"]["password"],
+        "vault token": stack.env["vault_token"],
+        "wrong vault token": wrong_token,
+        "wrong postgres password": wrong_pg_password,
+    }
+    assert all(len(v) >= 8 for v in secrets.values())
+    queue = aws_client(p.settings, "sqs").create_queue(QueueName=f"dlq-{p.name}")["QueueUrl"]
+    alerts = alerts_for(p, queue)
+    results: list[dict[str, Any]] = []
+
+    def after(result: WindowResult) -> None:
+        results.append(result.as_dict())
+        alerts.after_window(result, slot_lag_bytes=None)
+
+    caplog.set_level(logging.DEBUG)
+    for name in ("cdc", "hvac", "botocore", "snowflake.connector", "psycopg2", "urllib3"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+    # 1. a good run, an applied window and a window that fails for good
+    execute(p, ["CREATE TABLE {s}.prices (id int PRIMARY KEY, n numeric(5,2))"])
+    with_tables(p, "prices")
+    after(p.engine.run_window())
+    execute(p, ["INSERT INTO {s}.prices VALUES (1, 1.5)"])
+    after(p.engine.run_window())
+    execute(p, ["INSERT INTO {s}.prices VALUES (2, 'NaN')"])
+    after(p.engine.run_window())
+    assert [r["status"] for r in results] == ["snapshot", "applied", "failed"]
+
+    # 2. the Lambda with a wrong Vault token: the login fails
+    handler_results = []
+    debug = {"log_level": "DEBUG"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in settings_env(p.settings, vault_token=wrong_token, **debug).items():
+            mp.setenv(key, value)
+        handler_results.append(load_handler().handler({}, None))
+
+    # 3. the Lambda with a wrong PostgreSQL password in Vault (its own KV path): the login fails
+    path = f"cdc/{p.name}/source"
+    admin = hvac.Client(url=stack.env["vault_addr"], token=stack.env["vault_token"], timeout=10)
+    admin.secrets.kv.v2.create_or_update_secret(
+        path=path,
+        mount_point=devstack_base.VAULT_KV_MOUNT,
+        secret={"user": devstack_base.PG_USER, "password": wrong_pg_password},
+    )
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in settings_env(p.settings, vault_source_path=path, **debug).items():
+                mp.setenv(key, value)
+            handler_results.append(load_handler().handler({}, None))
+    finally:
+        admin.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=path, mount_point=devstack_base.VAULT_KV_MOUNT
+        )
+
+    assert [r["status"] for r in handler_results] == ["failed", "failed"], handler_results
+    assert handler_results[0]["error"]["class"] == "AuthError"
+    for r in handler_results:
+        after(WindowResult(p.name, r.get("window_id", "startup"), "failed", error=r["error"]))
+        results[-1] = r  # the handler's own result is what the Lambda returns: check that one
+
+    dead_letters = drain(alerts.sqs, queue)
+    assert len(dead_letters) == 3  # NaN window, wrong token, wrong password
+    captured = capsys.readouterr()
+    with capsys.disabled():
+        print("\nhandler errors:", [(r["error"]["class"], r["error"].get("kind")) for r in handler_results])
+    texts = {
+        "log records": "\n".join(
+            f"{r.getMessage()} {json.dumps(vars(r), default=str)}" for r in caplog.records
+        ),
+        "formatted log lines": captured.err + captured.out,
+        "error messages": json.dumps([r["error"] for r in results if r.get("error")]),
+        "dead letters": json.dumps(dead_letters),
+        "results": json.dumps(results, default=str),
+    }
+    assert len(caplog.records) > 20 and captured.err  # the logs were really captured
+    leaks = [
+        (what, where) for what, value in secrets.items() for where, text in texts.items() if value in text
+    ]
+    assert leaks == []
+
+
+# --- (c) two runs started together --------------------------------------------------------------
+
+
+def test_runs_started_together_hold_the_lease_in_turn_and_the_target_equals_the_source(
+    stack: Any, pipe: Pipeline, tmp_path: Path
+) -> None:
+    p = pipe
+    create_schema(p.conn, p.schema)
+    with_tables(p, *TABLES)
+    assert p.engine.run_window().status == "snapshot"
+    config = tmp_path / "cdc.toml"
+    config.write_text((stack.dir / "cdc.toml").read_text())
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CDC_")},
+        "CDC_PIPELINE": p.name,
+        "CDC_SOURCE_TABLES": ",".join(p.settings.source_tables),
+        "CDC_WINDOW_MAX_CHANGES": "200",
+    }
+
+    stop = threading.Event()
+    writer_errors: list[BaseException] = []
+
+    def writer() -> None:
+        conn = psycopg2.connect(stack.env["postgres_dsn"])
+        try:
+            seed = 100
+            while not stop.is_set():
+                run_workload(conn, p.schema, 5, seed=seed)
+                seed += 1
+                time.sleep(0.05)
+        except BaseException as exc:  # reported by the test below
+            writer_errors.append(exc)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    statuses: list[str] = []
+    try:
+        for _ in range(5):
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "cdc.cli", "sync", "--config", str(config), "--json"],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            for proc in procs:
+                out, err = proc.communicate(timeout=180)
+                assert proc.returncode == 0, (out, err[-3000:])
+                result = json.loads(out)
+                assert result["status"] in ("applied", "empty", "lease_held"), result
+                statuses.append(result["status"])
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not writer_errors, writer_errors
+    assert "applied" in statuses, statuses
+    print("overlapping runs:", {s: statuses.count(s) for s in set(statuses)})
+
+    replicate_until_caught_up(p.engine)
+    catalog = p.engine.source.catalog()
+    for name in TABLES:
+        diff = compare_table(p.conn, p.engine, catalog.tables[(p.schema, name)])
+        assert diff.equal, (diff.table, diff.missing[:5], diff.extra[:5], diff.different[:5])
+
+
+# --- (d) WAL written only for tables that are not replicated -----------------------------------
+
+
+def test_the_slot_moves_forward_while_only_unreplicated_tables_change(pipe: Pipeline) -> None:
+    p = pipe
+    execute(
+        p,
+        [
+            "CREATE TABLE {s}.replicated (id int PRIMARY KEY, v text)",
+            "CREATE TABLE {s}.other (id int PRIMARY KEY, v text)",
+        ],
+    )
+    with_tables(p, "replicated")
+    assert p.engine.run_window().status == "snapshot"
+    confirmed = [p.slot_confirmed()]
+    for round_ in range(3):
+        for i in range(20):
+            execute(
+                p,
+                [
+                    f"INSERT INTO {{s}}.other SELECT g, repeat('x', 200) FROM generate_series({round_ * 1000 + i * 50}, {round_ * 1000 + i * 50 + 49}) g"
+                ],
+            )
+        result = p.engine.run_window()
+        assert result.status == "empty" and result.changes == 0, result
+        assert result.end_lsn is not None and Lsn.parse(result.end_lsn) > confirmed[-1]
+        checkpoint = p.store.load()
+        assert checkpoint is not None and str(checkpoint.lsn) == result.end_lsn
+        confirmed.append(p.slot_confirmed())
+        assert confirmed[-1] == checkpoint.lsn
+    assert confirmed == sorted(set(confirmed)), confirmed  # strictly forward, window after window

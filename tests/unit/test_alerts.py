@@ -1,0 +1,152 @@
+"""The dead-letter message and the metrics of a window, without servers (botocore's Stubber)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from botocore.stub import ANY, Stubber
+
+from cdc.alerts import Alerts, classify, dlq_message, emf_lines, window_metrics
+from cdc.logs import register_secret
+from cdc.model import WindowResult
+
+DLQ = "https://sqs.us-east-1.amazonaws.com/123456789012/cdc-dlq"
+SECRET = "s3cr3t-pg-password-unit"
+
+
+def client(service: str) -> Any:
+    session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="y", region_name="us-east-1")
+    return session.client(service)  # type: ignore[call-overload]
+
+
+def failed(message: str = "permission denied") -> WindowResult:
+    return WindowResult(
+        "shop",
+        "w1",
+        "failed",
+        duration_s=1.5,
+        error={"class": "AuthError", "message": message, "kind": "permanent"},
+    )
+
+
+APPLIED = WindowResult(
+    "shop",
+    "w2",
+    "applied",
+    "0/10",
+    "0/20",
+    tables={"public.orders": {"I": 3, "U": 1, "D": 0, "T": 0}, "public.items": {"I": 2}},
+    bytes_staged=1234,
+    duration_s=2.0,
+)
+
+
+def test_dlq_message_carries_the_window_and_error_but_no_registered_secret() -> None:
+    register_secret(SECRET)
+    body = dlq_message(failed(f"login failed for password={SECRET}"), checkpoint_lsn="0/16B3748")
+    assert body["pipeline"] == "shop" and body["window_id"] == "w1"
+    assert body["start_lsn"] == "0/16B3748" and body["end_lsn"] is None
+    assert body["error_class"] == "AuthError" and body["kind"] == "permanent"
+    assert "login failed" in body["message"]
+    assert SECRET not in json.dumps(body)
+
+
+def test_dlq_message_cuts_a_huge_error_message() -> None:
+    body = dlq_message(failed("x" * 100_000))
+    assert len(body["message"]) < 5000 and body["message"].endswith("(cut)")
+
+
+def test_metrics_of_an_applied_window_count_rows_per_table_and_operation() -> None:
+    data = window_metrics(APPLIED, slot_lag_bytes=4096, retries=2)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for d in data:
+        by_name.setdefault(d["MetricName"], []).append(d)
+    assert by_name["WindowFailures"][0]["Value"] == 0
+    assert by_name["BytesStaged"][0]["Value"] == 1234
+    assert by_name["SlotLagBytes"][0]["Value"] == 4096
+    assert by_name["Retries"][0]["Value"] == 2
+    assert by_name["WindowDuration"][0]["Unit"] == "Seconds"
+    rows = {
+        (dims["Table"], dims["Operation"]): d["Value"]
+        for d in by_name["Rows"]
+        for dims in [{x["Name"]: x["Value"] for x in d["Dimensions"]}]
+    }
+    assert rows == {("public.orders", "I"): 3, ("public.orders", "U"): 1, ("public.items", "I"): 2}
+
+
+def test_a_failed_window_sends_one_dead_letter_and_a_failure_metric() -> None:
+    sqs, cw = client("sqs"), client("cloudwatch")
+    with Stubber(sqs) as sqs_stub, Stubber(cw) as cw_stub:
+        sqs_stub.add_response(
+            "send_message",
+            {"MessageId": "m1", "MD5OfMessageBody": "x"},
+            {"QueueUrl": DLQ, "MessageBody": ANY, "MessageAttributes": ANY},
+        )
+        cw_stub.add_response("put_metric_data", {}, {"Namespace": "CDC", "MetricData": ANY})
+        alerts = Alerts(sqs, DLQ, cw, "CDC", "shop")
+        alerts.after_window(failed())
+        sqs_stub.assert_no_pending_responses()
+        cw_stub.assert_no_pending_responses()
+    assert alerts.delivery_errors == 0
+
+
+def test_an_applied_window_sends_no_dead_letter() -> None:
+    sqs, cw = client("sqs"), client("cloudwatch")
+    with Stubber(sqs), Stubber(cw) as cw_stub:  # any SQS call would fail: none is expected
+        cw_stub.add_response("put_metric_data", {}, {"Namespace": "CDC", "MetricData": ANY})
+        Alerts(sqs, DLQ, cw, "CDC", "shop").after_window(APPLIED)
+        cw_stub.assert_no_pending_responses()
+
+
+def test_sqs_and_cloudwatch_errors_are_logged_classified_and_never_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sqs, cw = client("sqs"), client("cloudwatch")
+    with Stubber(sqs) as sqs_stub, Stubber(cw) as cw_stub:
+        sqs_stub.add_client_error(
+            "send_message", "AWS.SimpleQueueService.NonExistentQueue", http_status_code=400
+        )
+        cw_stub.add_client_error("put_metric_data", "Throttling", http_status_code=400)
+        alerts = Alerts(sqs, DLQ, cw, "CDC", "shop")
+        with caplog.at_level(logging.DEBUG):
+            alerts.after_window(failed())
+    assert alerts.delivery_errors == 2
+    kinds = [getattr(r, "kind", None) for r in caplog.records if hasattr(r, "kind")]
+    assert kinds == ["permanent", "transient"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(getattr(r, "window_id", None) == "w1" for r in errors)
+
+
+def test_connection_errors_are_transient() -> None:
+    assert classify(EndpointConnectionError(endpoint_url="http://x")) == "transient"
+    assert classify(ValueError("x")) == "permanent"
+
+
+def test_without_a_cloudwatch_client_metrics_go_to_stdout_in_embedded_metric_format() -> None:
+    out = io.StringIO()
+    Alerts(None, None, None, "CDC", "shop", stdout=out).after_window(APPLIED, slot_lag_bytes=7)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines, "no EMF line"
+    metrics: dict[tuple[str, ...], dict[str, Any]] = {}
+    for line in lines:
+        (directive,) = line["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "CDC"
+        (dims,) = directive["Dimensions"]
+        for m in directive["Metrics"]:
+            assert m["Name"] in line  # the value sits at the top level, as EMF requires
+            metrics[(m["Name"], *(line[d] for d in dims))] = line[m["Name"]]
+    assert metrics[("SlotLagBytes", "shop")] == 7
+    assert metrics[("Rows", "shop", "public.orders", "U")] == 1
+    assert metrics[("WindowFailures", "shop")] == 0
+
+
+def test_emf_groups_datums_by_dimension_set() -> None:
+    lines = emf_lines("CDC", window_metrics(APPLIED), 0)
+    # base dims, base+Status, and one per (table, op) with rows
+    assert len(lines) == 2 + 3
