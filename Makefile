@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test unit integration lint clean
+.PHONY: install system-deps demo test unit integration lint package clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ integration: install system-deps
 lint: install
 	$(BIN)/ruff check cdc lambda tools tests
 	$(BIN)/mypy cdc
+
+package:
+	ARCH=$${ARCH:-x86_64} bash tools/package.sh
 
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,350 @@
+# One pipeline: its Lambda (in the private subnets, no public IP, reserved concurrency 1), the
+# security group and rules it needs, its execution role, log group and EventBridge schedule.
+# Instantiate once per pipeline; the network, endpoints, state and alerting are passed in.
+#
+# Manual re-snapshot (synchronous; while a scheduled run holds the single concurrency slot the
+# call is throttled, retry it):
+#   aws lambda invoke --function-name <function_name> --cli-binary-format raw-in-base64-out \
+#     --payload '{"mode": "snapshot", "tables": ["public.orders"]}' /dev/stdout
+# `{"mode": "snapshot"}` re-snapshots every replicated table; `{}` is what the schedule sends.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  function_name = "${var.name}-${var.pipeline}"
+  account_id    = data.aws_caller_identity.current.account_id
+  region        = data.aws_region.current.name
+  partition     = data.aws_partition.current.partition
+  # The stage keys are <stage_prefix>/<pipeline>/... (cdc/stage.py).
+  stage_prefix = trim(var.stage_prefix, "/")
+  stage_keys   = "${local.stage_prefix}/${var.pipeline}"
+
+  environment = {
+    CDC_PIPELINE                 = var.pipeline
+    CDC_SOURCE_HOST              = var.source_host
+    CDC_SOURCE_PORT              = tostring(var.source_port)
+    CDC_SOURCE_DATABASE          = var.source_database
+    CDC_SOURCE_SSLMODE           = var.source_sslmode
+    CDC_SOURCE_SSLROOTCERT       = var.source_sslrootcert
+    CDC_SOURCE_SLOT              = var.source_slot
+    CDC_SOURCE_TABLES            = join(",", var.source_tables)
+    CDC_SOURCE_KEYS              = var.source_keys
+    CDC_SOURCE_CONNECT_TIMEOUT_S = tostring(var.source_connect_timeout_s)
+    CDC_DELETE_MODE              = var.delete_mode
+    CDC_VAULT_ADDR               = var.vault_addr
+    CDC_VAULT_AUTH_METHOD        = "aws"
+    CDC_VAULT_AWS_ROLE           = var.vault_aws_role
+    CDC_VAULT_AWS_MOUNT          = var.vault_aws_mount
+    CDC_VAULT_AWS_SERVER_ID      = var.vault_aws_server_id
+    CDC_VAULT_NAMESPACE          = var.vault_namespace
+    CDC_VAULT_KV_MOUNT           = var.vault_kv_mount
+    CDC_VAULT_SOURCE_PATH        = var.vault_source_path
+    CDC_VAULT_SNOWFLAKE_PATH     = var.vault_snowflake_path
+    CDC_VAULT_CA_CERT            = var.vault_ca_cert
+    CDC_SNOWFLAKE_ACCOUNT        = var.snowflake_account
+    CDC_SNOWFLAKE_HOST           = var.snowflake_host
+    CDC_SNOWFLAKE_DATABASE       = var.snowflake_database
+    CDC_SNOWFLAKE_WAREHOUSE      = var.snowflake_warehouse
+    CDC_SNOWFLAKE_ROLE           = var.snowflake_role
+    CDC_SNOWFLAKE_STAGE          = var.snowflake_stage
+    CDC_SNOWFLAKE_LOAD_SCHEMA    = var.snowflake_load_schema
+    CDC_STAGE_URL                = "s3://${var.stage_bucket}/${local.stage_prefix}"
+    CDC_AWS_REGION               = local.region
+    CDC_CHECKPOINT_TABLE         = var.checkpoint_table_name
+    CDC_WINDOW_MAX_CHANGES       = tostring(var.window_max_changes)
+    CDC_WINDOW_SAFETY_MARGIN_S   = tostring(var.window_safety_margin_s)
+    CDC_PART_MAX_ROWS            = tostring(var.part_max_rows)
+    CDC_LEASE_TTL_S              = tostring(var.lease_ttl_s)
+    CDC_DLQ_URL                  = var.dlq_url
+    CDC_METRICS_NAMESPACE        = var.metrics_namespace
+    CDC_METRICS_MODE             = "emf" # metrics from the log lines: no PutMetricData, no CloudWatch endpoint
+    CDC_LOG_LEVEL                = var.log_level
+    CDC_LOG_FORMAT               = "json"
+  }
+  # Unset optional settings are left out, so the settings' own defaults apply.
+  environment_set = merge(
+    { for k, v in local.environment : k => v if v != null && v != "" },
+    var.extra_environment,
+  )
+}
+
+# ---------------------------------------------------------------- network
+
+resource "aws_security_group" "lambda" {
+  name        = "${local.function_name}-lambda"
+  description = "Lambda of pipeline ${var.pipeline}: no ingress; egress 5432 to the database, 443 to the endpoints, S3/DynamoDB gateways and Vault"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${local.function_name}-lambda" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "to_database" {
+  security_group_id            = aws_security_group.lambda.id
+  description                  = "PostgreSQL (Aurora)"
+  ip_protocol                  = "tcp"
+  from_port                    = var.source_port
+  to_port                      = var.source_port
+  referenced_security_group_id = var.db_security_group_id
+}
+
+resource "aws_vpc_security_group_egress_rule" "to_endpoints" {
+  security_group_id            = aws_security_group.lambda.id
+  description                  = "HTTPS to the interface endpoints (Snowflake PrivateLink, SQS)"
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  referenced_security_group_id = var.endpoint_security_group_id
+}
+
+resource "aws_vpc_security_group_egress_rule" "to_gateway_endpoints" {
+  for_each          = toset(var.gateway_prefix_list_ids)
+  security_group_id = aws_security_group.lambda.id
+  description       = "HTTPS to the S3 / DynamoDB gateway endpoint"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  prefix_list_id    = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "to_vault" {
+  for_each          = toset(var.vault_cidr_blocks)
+  security_group_id = aws_security_group.lambda.id
+  description       = "HTTPS to Vault (through the NAT gateways)"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "database_from_lambda" {
+  security_group_id            = var.db_security_group_id
+  description                  = "PostgreSQL from the Lambda of pipeline ${var.pipeline}"
+  ip_protocol                  = "tcp"
+  from_port                    = var.source_port
+  to_port                      = var.source_port
+  referenced_security_group_id = aws_security_group.lambda.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "endpoints_from_lambda" {
+  security_group_id            = var.endpoint_security_group_id
+  description                  = "HTTPS from the Lambda of pipeline ${var.pipeline}"
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  referenced_security_group_id = aws_security_group.lambda.id
+}
+
+# ---------------------------------------------------------------- IAM
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "lambda" {
+  name                 = "${local.function_name}-lambda"
+  description          = "Execution role of the CDC Lambda of pipeline ${var.pipeline}; also its Vault AWS-auth identity"
+  assume_role_policy   = data.aws_iam_policy_document.assume.json
+  permissions_boundary = var.permissions_boundary_arn
+  tags                 = var.tags
+}
+
+data "aws_iam_policy_document" "lambda" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda.arn}:*"]
+  }
+
+  # ENI management for the VPC attachment. The interfaces do not exist before Lambda creates them
+  # and EC2's Describe calls support no resource scoping, so these are the only "*" resources.
+  statement {
+    sid = "VpcNetworkInterfaces"
+    actions = [
+      "ec2:CreateNetworkInterface",
+      "ec2:DescribeNetworkInterfaces",
+      "ec2:DescribeSubnets",
+      "ec2:DeleteNetworkInterface",
+      "ec2:AssignPrivateIpAddresses",
+      "ec2:UnassignPrivateIpAddresses",
+    ]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "CheckpointAndLease"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:ConditionCheckItem",
+    ]
+    resources = [var.checkpoint_table_arn]
+    # Only this pipeline's items (cdc/checkpoint.py).
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["checkpoint#${var.pipeline}", "lease#${var.pipeline}"]
+    }
+  }
+
+  statement {
+    sid       = "StageObjects"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${var.stage_bucket_arn}/${local.stage_keys}/*"]
+  }
+
+  statement {
+    sid       = "StageList"
+    actions   = ["s3:ListBucket"]
+    resources = [var.stage_bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.stage_keys}/*"]
+    }
+  }
+
+  statement {
+    sid       = "StageKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.kms_key_arn]
+  }
+
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = [var.dlq_arn]
+  }
+
+  dynamic "statement" {
+    for_each = var.dlq_kms_key_arn == null ? [] : [var.dlq_kms_key_arn]
+    content {
+      sid       = "DeadLetterKey"
+      actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "lambda" {
+  name   = "cdc-window"
+  role   = aws_iam_role.lambda.id
+  policy = data.aws_iam_policy_document.lambda.json
+}
+
+# ---------------------------------------------------------------- function
+
+resource "aws_cloudwatch_log_group" "lambda" {
+  name              = "/aws/lambda/${local.function_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.log_kms_key_arn
+  tags              = var.tags
+}
+
+resource "aws_lambda_function" "this" {
+  function_name                  = local.function_name
+  description                    = "CDC pipeline ${var.pipeline}: Aurora PostgreSQL -> Snowflake, one window per run"
+  role                           = aws_iam_role.lambda.arn
+  runtime                        = "python3.11"
+  handler                        = "handler.handler"
+  architectures                  = [var.architecture]
+  filename                       = var.package_path
+  source_code_hash               = filebase64sha256(var.package_path)
+  timeout                        = var.timeout_s
+  memory_size                    = var.memory_mb
+  reserved_concurrent_executions = 1 # one window at a time; the DynamoDB lease guards the rest
+
+  ephemeral_storage {
+    size = var.ephemeral_storage_mb # Parquet parts are spooled in /tmp before upload
+  }
+
+  vpc_config {
+    subnet_ids         = var.lambda_subnet_ids
+    security_group_ids = [aws_security_group.lambda.id]
+  }
+
+  environment {
+    variables = local.environment_set
+  }
+
+  dead_letter_config {
+    target_arn = var.dlq_arn
+  }
+
+  tracing_config {
+    mode = "PassThrough"
+  }
+
+  logging_config {
+    log_format = "Text" # the handler writes JSON lines itself (and EMF metrics)
+    log_group  = aws_cloudwatch_log_group.lambda.name
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.lease_ttl_s > var.timeout_s
+      error_message = "lease_ttl_s must exceed timeout_s, or a lease could expire while its window still runs."
+    }
+    precondition {
+      condition     = var.window_safety_margin_s < var.timeout_s
+      error_message = "window_safety_margin_s must be smaller than timeout_s."
+    }
+  }
+
+  depends_on = [aws_iam_role_policy.lambda]
+}
+
+# Asynchronous invocations (the schedule) are not retried by Lambda: the window retries its own
+# transient errors, and the next scheduled run starts from the checkpoint anyway.
+resource "aws_lambda_function_event_invoke_config" "this" {
+  function_name                = aws_lambda_function.this.function_name
+  maximum_retry_attempts       = 0
+  maximum_event_age_in_seconds = var.schedule_max_event_age_s
+}
+
+# ---------------------------------------------------------------- schedule
+
+resource "aws_cloudwatch_event_rule" "schedule" {
+  name                = "${local.function_name}-schedule"
+  description         = "Runs one window of CDC pipeline ${var.pipeline}"
+  schedule_expression = var.schedule_expression
+  state               = var.schedule_enabled ? "ENABLED" : "DISABLED"
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_event_target" "lambda" {
+  rule  = aws_cloudwatch_event_rule.schedule.name
+  arn   = aws_lambda_function.this.arn
+  input = jsonencode({}) # incremental window
+
+  retry_policy {
+    maximum_retry_attempts       = 0
+    maximum_event_age_in_seconds = var.schedule_max_event_age_s
+  }
+
+  dead_letter_config {
+    arn = var.dlq_arn
+  }
+}
+
+resource "aws_lambda_permission" "schedule" {
+  statement_id  = "AllowEventBridgeSchedule"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.this.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.schedule.arn
+}
