@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test unit integration lint package clean
+.PHONY: install system-deps demo test unit integration lint package bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ integration: install system-deps
 lint: install
 	$(BIN)/ruff check cdc lambda tools tests
 	$(BIN)/mypy cdc
+
+bench: install system-deps
+	$(BIN)/python tools/bench.py --changes $(or $(CHANGES),200000) --repeat $(or $(REPEAT),3) --out bench.json
 
 package:
 	ARCH=$${ARCH:-x86_64} bash tools/package.sh

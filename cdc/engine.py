@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from cdc import snapshot_mode
+from cdc import failpoints, snapshot_mode
 from cdc.checkpoint import CheckpointStore, Lease
 from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog
-from cdc.model import Lsn, Message, TableSchema, WindowResult
+from cdc.model import Lsn, Message, StagedTable, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
 from cdc.snapshot_mode import ProgressHook
@@ -186,6 +186,7 @@ class Engine:
         self.last_checkpoint_lsn = str(checkpoint.lsn) if checkpoint else None
         slot = self.source.slot_info()
         decision = snapshot_mode.decide(checkpoint, slot, mode, tables)
+        progress = _with_failpoint(progress)
         if decision.mode == "snapshot":
             return snapshot_mode.run_full(
                 self, window_id, lease, checkpoint, slot, decision.reason or "", started, progress
@@ -219,6 +220,7 @@ class Engine:
         with tempfile.TemporaryDirectory(prefix="cdc-window-") as spool:
             read = reader.read(checkpoint.lsn, Path(spool), bounds)
             notes += read.notes
+            failpoints.hit("after_read")
             if read.end <= checkpoint.lsn and not read.staged:
                 return WindowResult(
                     pipeline,
@@ -235,6 +237,7 @@ class Engine:
             # every window that moves the checkpoint leaves a manifest (an empty one has no
             # tables), so the staged windows chain without gaps for replay
             bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
+            failpoints.hit("after_stage")
         for table, reason in read.stopped.items():
             schema_name, table_name = reader.tables_by_name[table]
             stopped[table] = {
@@ -243,9 +246,11 @@ class Engine:
                 "lsn": str(checkpoint.lsn),
                 "reason": reason,
             }
-        applied = []
+        applied: list[StagedTable] = []
         for staged in read.staged:
             assert read.last_commit_lsn is not None
+            if applied:
+                failpoints.hit("between_merges")
             try:
                 evolution = self.sink.ensure_table(staged.table)
             except SchemaError as exc:
@@ -267,6 +272,7 @@ class Engine:
                 truncate=staged.truncate,
             )
             applied.append(staged)
+        failpoints.hit("after_merge")
         new_stops = {t: v for t, v in stopped.items() if t not in checkpoint.extra.get("stopped_tables", {})}
         notes += [f"table {t} stopped: {v['reason']}" for t, v in new_stops.items()]
         self.store.save(
@@ -283,7 +289,10 @@ class Engine:
                 "stopped_tables": stopped,
             },
         )
+        failpoints.hit("after_checkpoint")
+        failpoints.hit("before_confirm")
         self.source.confirm(read.end)
+        failpoints.hit("after_confirm")
         return WindowResult(
             pipeline,
             window_id,
@@ -318,3 +327,15 @@ class Engine:
         )
         write_manifest(self.stage, prefix, manifest)
         return size
+
+
+def _with_failpoint(progress: ProgressHook | None) -> ProgressHook:
+    """``progress``, plus the crash tests' ``snapshot_table_swapped`` failpoint (see cdc.failpoints)."""
+
+    def hook(p: Any) -> None:
+        if progress is not None:
+            progress(p)
+        if p.phase == "done":  # the table is swapped in
+            failpoints.hit("snapshot_table_swapped")
+
+    return hook

@@ -1,0 +1,25 @@
+"""Failpoints for the crash tests: kill this process with SIGKILL at a named step boundary.
+
+This module exists only for the integration crash tests (tests/integration/test_crash.py). It does
+nothing unless the environment variable ``CDC_FAILPOINT`` is set to the name of a failpoint, and
+must never be set in production: ``hit(name)`` then ends the process with SIGKILL, as a crash
+(an OOM kill, a Lambda timeout) would, with no exception handler, ``finally`` or lease release.
+
+The names the engine hits, in window order: ``after_read``, ``after_stage``, ``between_merges``
+(after a table's MERGE when another table follows), ``after_merge``, ``after_checkpoint`` and
+``before_confirm`` (the same point), ``after_confirm``; in a snapshot, ``snapshot_table_swapped``
+(after each table is swapped in).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "CDC_FAILPOINT"
+
+
+def hit(name: str) -> None:
+    """SIGKILL this process when ``CDC_FAILPOINT`` equals ``name``; otherwise do nothing."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

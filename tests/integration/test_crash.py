@@ -1,0 +1,171 @@
+"""Crash tests: the real ``cdc sync`` process is killed with SIGKILL at each step boundary of a
+window (and in a snapshot), then ``cdc sync`` runs again until caught up.
+
+The kill comes from ``cdc.failpoints`` (``CDC_FAILPOINT=<name>`` in the child's environment): no
+exception handler, ``finally`` or lease release runs, as with an OOM kill or a Lambda timeout.
+Afterwards the target equals the source, no key is in the target twice, and the slot is never
+confirmed past the checkpoint (and equals it once a window completes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Pipeline
+
+from cdc.app import build_engine
+from cdc.demo import TABLES, compare_table, create_schema, run_workload
+from cdc.model import Lsn
+
+REPO = Path(__file__).resolve().parents[2]
+# the killed run's lease outlives it: short, so the next run need not wait long for it to expire
+KILLED_LEASE_TTL_S = 15
+RECOVERY_TIMEOUT_S = 180
+
+# failpoint -> where the killed window leaves checkpoint and slot ("old": as before the window)
+WINDOW_FAILPOINTS = {
+    "after_read": ("old", "old"),
+    "after_stage": ("old", "old"),
+    "between_merges": ("old", "old"),
+    "after_merge": ("old", "old"),
+    "after_checkpoint": ("new", "old"),
+    "before_confirm": ("new", "old"),
+    "after_confirm": ("new", "new"),
+}
+
+
+@pytest.fixture
+def pipe(stack: Any) -> Iterator[Pipeline]:
+    p = Pipeline(stack)
+    create_schema(p.conn, p.schema)
+    p.settings = p.settings.replace(source_tables=tuple(f"{p.schema}.{t}" for t in TABLES))
+    p.engine.close()
+    p.engine = build_engine(p.settings)
+    yield p
+    p.close()
+
+
+def sync(stack: Any, p: Pipeline, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``cdc sync --json`` in a child process, configured by the stack's file and this pipeline."""
+    child_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CDC_")},
+        "CDC_PIPELINE": p.name,
+        "CDC_SOURCE_TABLES": ",".join(p.settings.source_tables),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "sync", "--config", str(stack.env["config"]), "--json", *args],
+        cwd=REPO,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=RECOVERY_TIMEOUT_S,
+    )
+
+
+def kill_at(stack: Any, p: Pipeline, failpoint: str) -> None:
+    proc = sync(stack, p, CDC_FAILPOINT=failpoint, CDC_LEASE_TTL_S=str(KILLED_LEASE_TTL_S))
+    assert proc.returncode == -9, (failpoint, proc.returncode, proc.stdout, proc.stderr[-3000:])
+    assert proc.stdout == "", proc.stdout  # killed before it could report a result
+
+
+def results(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def sync_until_caught_up(stack: Any, p: Pipeline) -> list[dict[str, Any]]:
+    """Run ``cdc sync --until-caught-up`` until it gets the lease (the killed run's expires) and
+    catches up; every window it ran."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    windows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        proc = sync(stack, p, "--until-caught-up")
+        assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:])
+        ran = results(proc.stdout)
+        windows += ran
+        assert all(r["status"] != "failed" for r in ran), ran
+        if ran and ran[-1]["status"] in ("applied", "empty") and ran[-1]["caught_up"]:
+            return windows
+        time.sleep(1)
+    raise AssertionError(f"not caught up within {RECOVERY_TIMEOUT_S}s: {windows}")
+
+
+def slot_confirmed(p: Pipeline) -> Lsn | None:
+    with p.admin.cursor() as cur:
+        cur.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (p.settings.source_slot,),
+        )
+        row = cur.fetchone()
+    return Lsn.parse(row[0]) if row and row[0] else None
+
+
+def assert_replicated(p: Pipeline) -> None:
+    """Target equals source, no key twice, and checkpoint and slot agree after a completed window."""
+    checkpoint = p.store.load()
+    assert checkpoint is not None
+    assert slot_confirmed(p) == checkpoint.lsn
+    catalog = p.engine.source.catalog()
+    for name in TABLES:
+        table = catalog.tables[(p.schema, name)]
+        diff = compare_table(p.conn, p.engine, table)
+        assert diff.equal, (diff.table, diff.missing[:5], diff.extra[:5], diff.different[:5])
+        target = p.engine.sink.fetch_table(table)  # type: ignore[attr-defined]
+        keys = Counter(tuple(str(row[k]) for k in table.key) for row in target)
+        duplicated = [k for k, n in keys.items() if n > 1]
+        assert duplicated == [], (table.qualified, duplicated[:5])
+        live = [row for row in target if not row.get("_CDC_DELETED")]
+        assert len(live) == diff.source_rows, (table.qualified, len(live), diff.source_rows)
+
+
+@pytest.mark.parametrize("failpoint", list(WINDOW_FAILPOINTS))
+def test_a_window_killed_at_a_step_boundary_is_recovered_by_the_next_runs(
+    stack: Any, pipe: Pipeline, failpoint: str
+) -> None:
+    p = pipe
+    run_workload(p.conn, p.schema, 10, seed=1)
+    assert p.engine.run_window().status == "snapshot"  # first run: slot and checkpoint
+    p.engine.close()
+    before = p.store.load()
+    assert before is not None and slot_confirmed(p) == before.lsn
+
+    run_workload(p.conn, p.schema, 40, seed=2)  # orders and order_items in the same transactions
+    kill_at(stack, p, failpoint)
+
+    after = p.store.load()
+    confirmed = slot_confirmed(p)
+    assert after is not None and confirmed is not None
+    assert confirmed <= after.lsn, (failpoint, confirmed, after.lsn)
+    checkpoint_state, slot_state = WINDOW_FAILPOINTS[failpoint]
+    assert (after.lsn == before.lsn) == (checkpoint_state == "old"), (failpoint, before.lsn, after.lsn)
+    assert (confirmed == before.lsn) == (slot_state == "old"), (failpoint, before.lsn, confirmed)
+
+    run_workload(p.conn, p.schema, 20, seed=3)  # the source goes on while the pipeline is down
+    sync_until_caught_up(stack, p)
+    assert_replicated(p)
+
+
+def test_a_snapshot_killed_after_the_first_table_is_swapped_in_is_redone_by_the_next_run(
+    stack: Any, pipe: Pipeline
+) -> None:
+    p = pipe
+    run_workload(p.conn, p.schema, 30, seed=4)
+    kill_at(stack, p, "snapshot_table_swapped")
+    assert p.store.load() is None  # the snapshot never set the checkpoint
+    assert slot_confirmed(p) is not None  # the killed run created the slot
+
+    run_workload(p.conn, p.schema, 20, seed=5)
+    windows = sync_until_caught_up(stack, p)
+    assert "snapshot" in [w["status"] for w in windows], windows
+    run_workload(p.conn, p.schema, 20, seed=6)
+    sync_until_caught_up(stack, p)
+    assert_replicated(p)
