@@ -1,0 +1,65 @@
+"""The benchmark's report: medians and ranges, the profile's top functions, the printed table."""
+
+from __future__ import annotations
+
+import io
+import pstats
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def top_functions(path: Path, n: int = 15) -> list[dict[str, Any]]:
+    st = pstats.Stats(str(path), stream=io.StringIO())
+    rows = []
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {"function": f"{Path(file).name}:{line}({func})", "calls": nc, "tottime": tt, "cumtime": ct}
+        )
+    rows.sort(key=lambda r: r["tottime"], reverse=True)
+    return rows[:n]
+
+
+def print_table(result: dict[str, Any]) -> None:
+    m, w = result["measured"], result["workload"]
+    print(
+        f"\nworkload: {w['changes']:,} changes ({w['ops']}) in {w['transactions']} txns, "
+        f"{w['wal_bytes'] / 1e6:.1f} MB WAL; {result['params']['repeat']} repetitions, median [min..max]"
+    )
+
+    def fmt(s: dict[str, Any]) -> str:
+        return f"{s['median']:>10,.0f} [{s['min']:,.0f}..{s['max']:,.0f}]"
+
+    print(f"{'stage':<34}{'changes/s':>34}  {'peak RSS':>10}")
+    print(f"{'decode ceiling (psycopg2 stream)':<34}{fmt(m['decode']['changes_per_s']):>34}")
+    rss = m["recvlogical"]["max_rss_kb"]["median"] / 1024
+    print(f"{'pg_recvlogical -> /dev/null':<34}{fmt(m['recvlogical']['changes_per_s']):>34}  {rss:>8.0f}MB")
+    rss = m["pipeline"]["max_rss_kb"]["median"] / 1024
+    print(f"{'pipeline extract+stage':<34}{fmt(m['pipeline']['changes_per_s']):>34}  {rss:>8.0f}MB")
+    print(f"{'apply COPY+MERGE (fakesnow)':<34}{fmt(m['apply']['changes_per_s']):>34}")
+    print(f"\n{'snapshot table':<20}{'rows':>10}{'raw COPY rows/s':>30}{'copy_table rows/s':>30}{'ratio':>8}")
+    for t, v in m["snapshot"].items():
+        print(
+            f"{t:<20}{v['rows']:>10,}{fmt(v['raw_copy_rows_per_s']):>30}{fmt(v['copy_table_rows_per_s']):>30}"
+            f"{v['ratio_copy_table_to_raw']['median']:>8.2f}"
+        )
+    r = result["ratios"]
+    print(
+        f"\npipeline / decode ceiling: {r['pipeline_to_decode_ceiling']:.2f}; "
+        f"pipeline / pg_recvlogical: {r['pipeline_to_recvlogical']:.2f}; "
+        f"decode ceiling / pg_recvlogical: {r['decode_ceiling_to_recvlogical']:.2f}"
+    )
+    if "profile" in result:
+        print(
+            f"\npipeline under cProfile ({result['profile']['seconds_under_cprofile']:.1f} s), "
+            "top by own time:"
+        )
+        for row in result["profile"]["top_by_tottime"]:
+            print(
+                f"  {row['tottime']:8.2f} s {row['cumtime']:8.2f} s cum "
+                f"{row['calls']:>10,}  {row['function']}"
+            )
