@@ -1,4 +1,4 @@
-"""Throughput benchmark of the replicator against the embedded local stack (issue 8, items 1 and 6).
+"""Throughput benchmark of the replicator against the embedded local stack.
 
 Usage::
 
