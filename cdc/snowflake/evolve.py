@@ -92,21 +92,37 @@ def registry_write_sql(
     return statements
 
 
-def registry_entries(table: TableSchema, existing: list[TargetColumn]) -> list[tuple[int, str, str]]:
-    """What the registry holds after an evolution: every current column, plus dropped ones."""
+def registry_entries(
+    table: TableSchema,
+    existing: list[TargetColumn],
+    history: list[tuple[int, str, str]] | None = None,
+) -> list[tuple[int, str, str]]:
+    """What the registry holds after an evolution: every current column, dropped ones, and the
+    former names of renamed columns (target name ""), so that changes written before a rename
+    and read by a later window still find their column."""
     entries = [
         (col.attnum, col.name, quoted[1:-1].replace('""', '"')) for col, quoted in target_columns(table)
     ]
-    current = {col.attnum for col in table.columns}
-    entries += [
-        (c.origin[0], c.origin[1], c.name) for c in existing if c.origin and c.origin[0] not in current
-    ]
+    names = {col.attnum: col.name for col in table.columns}
+    entries += [(c.origin[0], c.origin[1], c.name) for c in existing if c.origin and c.origin[0] not in names]
+    former = {
+        (c.origin[0], c.origin[1])
+        for c in existing
+        if c.origin and names.get(c.origin[0], c.origin[1]) != c.origin[1]
+    }
+    former |= {(a, pg) for a, pg, _ in history or () if a in names and names[a] != pg}
+    entries += [(a, pg, "") for a, pg in sorted(former)]
     return entries
 
 
 def decode_registry(rows: list[tuple[int, str, str]]) -> dict[str, tuple[int, str]]:
-    """target column name -> (attnum, PostgreSQL name)."""
-    return {bytes.fromhex(tn).decode(): (int(a), bytes.fromhex(pg).decode()) for a, pg, tn in rows}
+    """target column name -> (attnum, PostgreSQL name), for the registry's current columns."""
+    return {bytes.fromhex(tn).decode(): (int(a), bytes.fromhex(pg).decode()) for a, pg, tn in rows if tn}
+
+
+def decode_history(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """Every registry row decoded: (attnum, PostgreSQL name, target name or "" for a former name)."""
+    return [(int(a), bytes.fromhex(pg).decode(), bytes.fromhex(tn).decode()) for a, pg, tn in rows]
 
 
 def _family(data_type: str) -> str:

@@ -218,7 +218,7 @@ class SnowflakeSink:
             evolution = evolve.plan(self._database, table, existing, has_rows, self.soft_delete)
             for what, text in evolution.statements:
                 self._run(text, what, table.qualified)
-        entries = evolve.registry_entries(table, existing)
+        entries = evolve.registry_entries(table, existing, self._registry_rows(table))
         for text in evolve.registry_write_sql(self._database, self._load_schema, table, entries):
             self._run(text, "register columns", table.qualified)
         for note in evolution.notes:
@@ -243,8 +243,17 @@ class SnowflakeSink:
         ]
 
     def column_origins(self, table: TableSchema) -> dict[str, int]:
-        """PostgreSQL name -> attnum of every target column this pipeline created."""
-        return {o[1]: o[0] for c in self.describe(table) if (o := c.origin) is not None}
+        """PostgreSQL name (current or former) -> attnum of every column this pipeline created."""
+        return {pg: attnum for attnum, pg, _ in self._registry_rows(table)}
+
+    def _registry_rows(self, table: TableSchema) -> list[tuple[int, str, str]]:
+        self._ensure_registry(table)
+        rows = self._run(
+            evolve.registry_read_sql(self._database, self._load_schema, table),
+            "register columns",
+            table.qualified,
+        ).fetchall()
+        return evolve.decode_history(rows)
 
     def _ensure_registry(self, table: TableSchema) -> None:
         if not self._registry_ready:

@@ -226,7 +226,9 @@ def merge_sql(
     same key clears it."""
     cols = target_columns(table)
     key_cols = table.key_columns
-    toast = [c for c in table.columns if c.toastable and c.name not in table.key]
+    # columns an update may leave out: TOASTable ones, and ones added with a default after some
+    # of the window's updates were written (those updates do not carry them)
+    toast = [c for c in table.columns if (c.toastable or c.missing is not None) and c.name not in table.key]
 
     where = f'x."_CDC_LSN" <= {_number(max_lsn, "max_lsn")}'
     if truncate is not None:
