@@ -35,7 +35,8 @@ interval       are rendered the same way (psycopg2 turns infinity into date.max 
 json           the JSON value with sorted keys, no spaces, numbers in shortest decimal form
                (``1.10`` -> ``1.1``); the last of duplicate keys wins
 array          the staged JSON (``cdc.convert.pg_array_json``) in the canonical JSON form; from
-               PostgreSQL text, from the VARIANT's JSON text or from psycopg2's lists
+               PostgreSQL text, from the VARIANT's JSON text or from psycopg2's lists;
+               elements of real[] and double precision[] are read as doubles
 others         the text as is (text, varchar, char(n) with its padding, uuid in lower case,
                inet, cidr, macaddr, bit strings, xml, enums, types without a mapping)
 =============  ===========================================================================
@@ -241,10 +242,16 @@ def _array_value(mapping: TypeMapping, value: Any) -> Any:
     text = str(value)
     if text == "{}":
         return []
+    # Elements of a float array are doubles on both sides: read them as doubles, so that the
+    # source's 2.5437690534740032e+16 and the target's 25437690534740030.0 (the same double)
+    # agree; decimal elements keep every digit.
+    floats = mapping.element.kind in ("float4", "float8")
+    number = float if floats else Decimal
     try:
-        return json.loads(text, parse_float=Decimal)
+        parsed = json.loads(text, parse_float=number)
     except ValueError:
-        return json.loads(pg_array_json(text, mapping.element, mapping.delimiter), parse_float=Decimal)
+        parsed = json.loads(pg_array_json(text, mapping.element, mapping.delimiter), parse_float=number)
+    return _native_element(parsed, mapping.element) if floats else parsed
 
 
 def canonical_text(column: Column | TypeMapping, value: Any) -> str | None:

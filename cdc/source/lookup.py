@@ -8,12 +8,14 @@ rows (see ``cdc.convert.fill_from_source`` for the semantics). One query per chu
 
     SELECT e.n, t."c"::text, ...
     FROM json_array_elements(%s::json) WITH ORDINALITY AS e(doc, n)
-    CROSS JOIN LATERAL json_populate_record(NULL::"schema"."table", e.doc) AS k
+    CROSS JOIN LATERAL json_to_record(e.doc) AS k("id" integer [, ...])
     JOIN "schema"."table" AS t ON t."id" = k."id" [AND ...]
 
-The keys travel as one JSON parameter and are typed by the table's own row type, so the join uses
-the primary key index whatever the key types are; every name is quoted with
-``psycopg2.sql.Identifier``. The connection must use the reader's session settings
+The keys travel as one JSON parameter and are typed by the key columns' own types (domains by
+their base type, as the catalog reports them), so the join uses the primary key index whatever
+the key types are. Only the key columns are read from the JSON: the table's other columns (a NOT
+NULL domain among them) never go through their input functions. Every name is quoted with
+``psycopg2.sql.Identifier``; type names are PostgreSQL's own ``format_type`` text. The connection must use the reader's session settings
 (``cdc.source.slot.SESSION_OPTIONS``: shortest exact float text, UTC) and autocommit; the user
 needs SELECT on the replicated tables (the snapshot needs it too).
 """
@@ -51,11 +53,20 @@ def lookup_sql(table: TableSchema, columns: Sequence[str]) -> sql.Composed:
     rel = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
     values = sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in columns)
     on = sql.SQL(" AND ").join(sql.SQL("t.{0} = k.{0}").format(sql.Identifier(k)) for k in table.key)
+    keys = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(_type_text(c.type_name)))
+        for c in table.key_columns
+    )
     return sql.SQL(
         "SELECT e.n, {values} FROM json_array_elements(%s::json) WITH ORDINALITY AS e(doc, n) "
-        "CROSS JOIN LATERAL json_populate_record(NULL::{rel}, e.doc) AS k "
+        "CROSS JOIN LATERAL json_to_record(e.doc) AS k({keys}) "
         "JOIN {rel} AS t ON {on}"
-    ).format(values=values, rel=rel, on=on)
+    ).format(values=values, keys=keys, rel=rel, on=on)
+
+
+def _type_text(type_name: str) -> str:
+    """The SQL type of a key column from the catalog's ``format_type`` text (enums carry a prefix)."""
+    return type_name.removeprefix("enum:")
 
 
 def current_text(

@@ -344,6 +344,7 @@ def test_canonical_text_of_psycopg2_values_matches_the_target(types_pipeline: Pi
 
 def test_lookup_reads_current_values_by_key_whatever_the_names_and_key_types(stack: Any) -> None:
     p = Pipeline(stack)
+    mood = sql.Identifier(p.schema, 'Mood "m"').as_string(p.conn)
     try:
         odd = TableSchema(
             p.schema,
@@ -354,22 +355,25 @@ def test_lookup_reads_current_values_by_key_whatever_the_names_and_key_types(sta
                 Column("k ts", 3, "timestamp with time zone", 1184, nullable=False),
                 Column("select", 4, "double precision", 701),
                 Column("v", 5, "numeric", 1700),
+                Column("k e", 6, "enum:" + mood, 0, nullable=False),
             ),
-            ("Key Num", 'k"b', "k ts"),
+            ("Key Num", 'k"b', "k ts", "k e"),
         )
         with p.conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(p.schema)))
+            cur.execute(sql.SQL("CREATE TYPE {} AS ENUM ('a', 'b')").format(sql.SQL(mood)))
             cur.execute(
                 sql.SQL(
                     'CREATE TABLE {}.{} ("Key Num" numeric(10,2), "k""b" bytea, "k ts" timestamptz, '
-                    '"select" double precision, v numeric, PRIMARY KEY ("Key Num", "k""b", "k ts"))'
-                ).format(sql.Identifier(p.schema), sql.Identifier(odd.name))
+                    '"select" double precision, v numeric, "k e" {}, '
+                    'PRIMARY KEY ("Key Num", "k""b", "k ts", "k e"))'
+                ).format(sql.Identifier(p.schema), sql.Identifier(odd.name), sql.SQL(mood))
             )
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {}.{} VALUES "
-                    "(1.50, '\\x00ff', '2024-02-29 13:14:15-05', 'NaN', 'Infinity'), "
-                    "(2, '\\x', 'infinity', '-Infinity', NULL)"
+                    "(1.50, '\\x00ff', '2024-02-29 13:14:15-05', 'NaN', 'Infinity', 'b'), "
+                    "(2, '\\x', 'infinity', '-Infinity', NULL, 'a')"
                 ).format(sql.Identifier(p.schema), sql.Identifier(odd.name))
             )
         p.conn.commit()
@@ -378,9 +382,9 @@ def test_lookup_reads_current_values_by_key_whatever_the_names_and_key_types(sta
         try:
             # keys as wal2json sends them: numeric text, bytea hex without \x, timestamptz in UTC
             keys = [
-                ("1.50", "00ff", "2024-02-29 18:14:15+00"),
-                (2, "", "infinity"),
-                ("3.00", "00", "infinity"),
+                ("1.50", "00ff", "2024-02-29 18:14:15+00", "b"),
+                (2, "", "infinity", "a"),
+                ("1.50", "00ff", "2024-02-29 18:14:15+00", "a"),
             ]
             found = SourceLookup(conn)(odd, ["select", "v"], keys)
         finally:

@@ -385,6 +385,14 @@ def col(type_name: str) -> Column:
         ("integer[]", ["{}", "[]", []]),
         ("numeric[]", ["{1.50,NaN}", '["1.50","NaN"]', [Decimal("1.50"), Decimal("NaN")]]),
         ("double precision[]", ["{1.5,NaN}", '[1.500000000000000e+00,"NaN"]', [1.5, math.nan]]),
+        (
+            "double precision[]",
+            [
+                "{2.5437690534740032e+16,-Infinity}",
+                '[25437690534740030.0,"-Infinity"]',
+                [2.5437690534740032e16, -math.inf],
+            ],
+        ),
         ("date[]", ["{2024-02-29}", '["2024-02-29"]', [dt.date(2024, 2, 29)]]),
         ("integer[]", ["[0:1]={1,2}", '{"lower_bounds":[0],"values":[1,2]}']),
         ("character(5)", ["ab   "]),
@@ -411,6 +419,7 @@ def test_canonical_text_agrees_across_representations(type_name: str, same: list
         ("jsonb", '{"a": 1}', '{"a": "1"}'),
         ("json", "null", None),
         ("numeric[]", '["1.5"]', '["1.50"]'),
+        ("double precision[]", "{0.1}", "[0.10000000000000002]"),
         ("integer[]", "[0:1]={1,2}", "{1,2}"),
         ("text[]", '{"NULL"}', "{NULL}"),
         ("bytea", b"\x00", b""),
