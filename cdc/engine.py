@@ -185,7 +185,9 @@ class Engine:
         checkpoint = self.store.load()
         self.last_checkpoint_lsn = str(checkpoint.lsn) if checkpoint else None
         slot = self.source.slot_info()
-        decision = snapshot_mode.decide(checkpoint, slot, mode, tables)
+        decision = snapshot_mode.decide(
+            checkpoint, slot, mode, tables, resnapshot_stopped=self.settings.resnapshot_stopped_tables
+        )
         progress = _with_failpoint(progress)
         if decision.mode == "snapshot":
             return snapshot_mode.run_full(
@@ -194,13 +196,21 @@ class Engine:
         assert checkpoint is not None
         if decision.mode == "tables":
             return snapshot_mode.run_tables(
-                self, window_id, lease, checkpoint, decision.tables, started, progress
+                self, window_id, lease, checkpoint, decision.tables, started, progress, decision.reason
             )
 
         catalog = self.source.catalog()
         stopped: dict[str, Any] = dict(checkpoint.extra.get("stopped_tables") or {})
         notes = list(catalog.refused.values())
-        notes += [f"table {t} is stopped since {v['lsn']}: {v['reason']}" for t, v in stopped.items()]
+        notes += [
+            f"table {t} is stopped since {v['lsn']}: {v['reason']}"
+            + (
+                f"; the automatic re-snapshot failed: {v['resnapshot_failed']}"
+                if "resnapshot_failed" in v
+                else ""
+            )
+            for t, v in stopped.items()
+        ]
         for note in notes:
             wlog.warning(note)
         reader = WindowReader(
@@ -245,6 +255,7 @@ class Engine:
                 "table": table_name,
                 "lsn": str(checkpoint.lsn),
                 "reason": reason,
+                "resnapshot": True,  # a copy of the table at a new point resolves it
             }
         applied: list[StagedTable] = []
         for staged in read.staged:
@@ -260,6 +271,7 @@ class Engine:
                     "table": staged.table.name,
                     "lsn": str(checkpoint.lsn),
                     "reason": str(exc),
+                    "resnapshot": True,
                 }
                 wlog.error("table stopped", extra={"table": staged.table.qualified, "reason": str(exc)})
                 continue
@@ -274,7 +286,11 @@ class Engine:
             applied.append(staged)
         failpoints.hit("after_merge")
         new_stops = {t: v for t, v in stopped.items() if t not in checkpoint.extra.get("stopped_tables", {})}
-        notes += [f"table {t} stopped: {v['reason']}" for t, v in new_stops.items()]
+        auto = " (the next run re-snapshots it)" if self.settings.resnapshot_stopped_tables else ""
+        notes += [
+            f"table {t} stopped: {v['reason']}{auto if v.get('resnapshot') else ''}"
+            for t, v in new_stops.items()
+        ]
         self.store.save(
             lsn=read.end,
             slot=self.source.slot,
@@ -305,7 +321,8 @@ class Engine:
             bytes_staged=bytes_staged,
             duration_s=time.monotonic() - started,
             stop_reason=read.stop_reason,
-            caught_up=read.caught_up,
+            # a table waiting for its automatic re-snapshot: the next run has work to do
+            caught_up=read.caught_up and not any(auto and v.get("resnapshot") for v in new_stops.values()),
             notes=tuple(notes),
             stopped_tables=tuple(sorted(stopped)),
         )

@@ -156,10 +156,22 @@ class Change:
     values: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
     xid: int | None = None
+    # the attnum of each column of ``values``, in order (wal2json's include-column-positions):
+    # tells which column a name the catalog no longer has belonged to
+    positions: tuple[int, ...] | None = None
 
     @property
     def ident(self) -> tuple[str, str]:
         return (self.schema, self.table)
+
+    def attnum(self, column: str) -> int | None:
+        """The attnum of one column of ``values`` when the decoder reported positions."""
+        if self.positions is None or self.values is None:
+            return None
+        for name, attnum in zip(self.values, self.positions, strict=False):
+            if name == column:
+                return attnum
+        return None
 
 
 Message = Begin | Commit | Change

@@ -174,7 +174,7 @@ class WindowReader:
                 writer.add(change, txn.commit_lsn, txn.commit_ts)
                 return True
             except UnknownColumn as unknown:
-                if not self._resolve(writer, table, unknown, read):
+                if not self._resolve(writer, table, unknown, read, change.attnum(unknown.column)):
                     return False
             except SchemaError as exc:
                 self._stop(table, str(exc), read)
@@ -182,18 +182,32 @@ class WindowReader:
         raise SourceError(f"table {table.qualified}: could not resolve the columns of a change")
 
     def _resolve(
-        self, writer: WindowWriter, table: TableSchema, unknown: UnknownColumn, read: WindowRead
+        self,
+        writer: WindowWriter,
+        table: TableSchema,
+        unknown: UnknownColumn,
+        read: WindowRead,
+        attnum: int | None = None,
     ) -> bool:
+        """Map a column name the window's schema does not have onto a current column (renamed),
+        or on nothing (dropped); False when the window must end before this change (added).
+
+        The change's own attnum for the name (wal2json's column positions) decides when there is
+        one: PostgreSQL never reuses an attnum in a table, so even a name the target never saw (a
+        column added and renamed, or renamed twice, between two windows) finds its column. The
+        column registry's former names are the fallback."""
         fresh = self._refresh().tables.get(table.ident)
-        if fresh is not None and any(c.name == unknown.column for c in fresh.columns):
+        if fresh is not None and any(
+            c.name == unknown.column and attnum in (None, c.attnum) for c in fresh.columns
+        ):
             if writer.has_rows(table):
                 return False  # added while this window was read: the next window has it
             # the window has no rows of this table yet: read on with the newer schema
             self.tables[table.ident] = fresh
             writer.replace_schema(fresh)
             return True
-        origins = self._column_origins(table)
-        attnum = origins.get(unknown.column)
+        if attnum is None:
+            attnum = self._column_origins(table).get(unknown.column)
         current = next((c.name for c in table.columns if c.attnum == attnum), None)
         writer.alias(table, unknown.column, current)
         note = (

@@ -93,6 +93,13 @@ FIELDS: tuple[Field, ...] = (
         choices=("hard", "soft"),
         doc="soft keeps deleted rows with _CDC_DELETED = TRUE.",
     ),
+    Field(
+        "resnapshot_stopped_tables",
+        "bool",
+        True,
+        doc="Re-snapshot a table in the next run when a schema change stopped it (a volatile "
+        "default, a new key column, an unsafe type change); false leaves it stopped for an operator.",
+    ),
     # vault
     Field("vault_addr", "str", required=True, doc="Vault address, e.g. https://vault:8200."),
     Field("vault_auth_method", "str", "token", choices=("token", "approle", "aws")),
@@ -178,6 +185,7 @@ class Settings:
     source_keys: str | None
     source_connect_timeout_s: int
     delete_mode: str
+    resnapshot_stopped_tables: bool
     vault_addr: str
     vault_auth_method: str
     vault_token: Secret | None
@@ -326,7 +334,11 @@ def _convert(f: Field, value: Any, problems: list[str]) -> Any:
     if f.kind == "secret":
         return value if isinstance(value, Secret) else Secret(str(value))
     if f.kind == "bool":
-        return str(value).lower() in ("1", "true", "yes", "on")
+        word = str(value).strip().lower()
+        if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            problems.append(f"{where}: expected true or false, got {value!r}")
+            return None
+        return word in ("1", "true", "yes", "on")
     text = str(value)
     if f.choices and text not in f.choices:
         problems.append(f"{where}: must be one of {', '.join(f.choices)}; got {text!r}")

@@ -44,10 +44,22 @@ class Decision:
     tables: tuple[str, ...] = ()
 
 
+AUTO_RESNAPSHOT = "re-snapshot of tables a schema change stopped"
+
+
 def decide(
-    checkpoint: Checkpoint | None, slot: SlotInfo | None, requested: str | None, tables: tuple[str, ...]
+    checkpoint: Checkpoint | None,
+    slot: SlotInfo | None,
+    requested: str | None,
+    tables: tuple[str, ...],
+    resnapshot_stopped: bool = False,
 ) -> Decision:
-    """Which kind of window to run (pure: the inputs say everything)."""
+    """Which kind of window to run (pure: the inputs say everything).
+
+    With ``resnapshot_stopped``, tables that a schema change stopped (their stop record says
+    ``resnapshot``) are re-snapshotted by the next scheduled run, once: if that copy fails, the
+    stop records the failure and waits for an operator.
+    """
     if checkpoint is None:
         return Decision("snapshot", "no checkpoint: first run of the pipeline")
     if slot is None:
@@ -65,6 +77,13 @@ def decide(
     if requested == "snapshot":
         # the slot is healthy: copy at a temporary slot's point while it keeps its place
         return Decision("tables", "requested", tables)
+    if requested is None and resnapshot_stopped:
+        stops = checkpoint.extra.get("stopped_tables") or {}
+        due = tuple(
+            sorted(t for t, v in stops.items() if v.get("resnapshot") and not v.get("resnapshot_failed"))
+        )
+        if due:
+            return Decision("tables", AUTO_RESNAPSHOT, due)
     return Decision("incremental")
 
 
@@ -211,6 +230,39 @@ def _copy(
     )
 
 
+class SnapshotIncomplete(CdcError):
+    """An automatic re-snapshot ran out of time."""
+
+
+def _mark_failed(stopped: dict[str, Any], names: tuple[str, ...], failure: CdcError) -> None:
+    for name in names:
+        if name in stopped:
+            stopped[name] = {
+                **stopped[name],
+                "resnapshot_failed": f"{type(failure).__name__}: {failure}",
+            }
+
+
+def _record_failed_resnapshot(
+    engine: Engine,
+    window_id: str,
+    lease: Lease,
+    checkpoint: Checkpoint,
+    names: tuple[str, ...],
+    failure: CdcError,
+) -> None:
+    stopped = dict(checkpoint.extra.get("stopped_tables") or {})
+    _mark_failed(stopped, names, failure)
+    engine.store.save(
+        lsn=checkpoint.lsn,
+        slot=engine.source.slot,
+        window_id=window_id,
+        lease=lease,
+        expected=checkpoint,
+        extra={**checkpoint.extra, "stopped_tables": stopped},
+    )
+
+
 def _mappable(tables: list[Any]) -> tuple[list[Any], dict[str, dict[str, str]]]:
     """The tables that map onto Snowflake, and the others with the reason: they stop, the rest go on."""
     good, stopped = [], {}
@@ -237,21 +289,30 @@ def run_tables(
     names: tuple[str, ...],
     started: float,
     progress: ProgressHook | None,
+    reason: str | None = "requested",
 ) -> WindowResult:
     """Re-snapshot some tables at a temporary slot's consistent point; the pipeline's slot streams on."""
     settings = engine.settings
     params = engine.source.conn_params
-    catalog = engine.source.catalog()
-    tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
+    auto = reason == AUTO_RESNAPSHOT
+    try:
+        catalog = engine.source.catalog()
+        tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
+    except CdcError as exc:
+        if auto:
+            _record_failed_resnapshot(engine, window_id, lease, checkpoint, names, exc)
+        raise
     finished: list[FinishedTable] = []
 
-    def record() -> None:
+    def record(failure: CdcError | None = None) -> None:
         """Tables swapped in hold the copy at S_T: later windows must skip their older changes."""
         lsns = dict(checkpoint.extra.get("snapshot_lsns") or {})
         stopped = dict(checkpoint.extra.get("stopped_tables") or {})
         for table in finished:
             lsns[table.table] = str(table.lsn)
             stopped.pop(table.table, None)
+        if failure is not None:
+            _mark_failed(stopped, names, failure)
         engine.store.save(
             lsn=checkpoint.lsn,
             slot=engine.source.slot,
@@ -264,11 +325,17 @@ def run_tables(
     try:
         with create_temporary_snapshot(params, f"cdc_snap_{settings.pipeline}") as snap:
             result = _copy(engine, snap, tables, progress, finished.append)
-    except CdcError:
-        if finished:
-            record()  # the tables done before the failure stay done
+    except CdcError as exc:
+        if finished or auto:
+            # the tables done before the failure stay done; an automatic re-snapshot is not
+            # tried again for the others (an operator runs cdc snapshot --tables)
+            record(exc if auto else None)
         raise
-    if finished:
+    if auto and not result.complete:
+        # a copy that does not fit the time budget is not tried again by every run (the other
+        # tables' changes must keep flowing): an operator runs it with a longer budget
+        record(SnapshotIncomplete(result.message))
+    elif finished:
         record()
     stopped = {
         t: v
@@ -286,7 +353,7 @@ def run_tables(
         tables={t.table: {"snapshot_rows": t.rows} for t in result.finished},
         duration_s=time.monotonic() - started,
         mode="tables",
-        reason="requested",
+        reason=reason,
         snapshot=result.as_dict(),
         notes=notes,
         stopped_tables=tuple(sorted(stopped)),

@@ -10,10 +10,14 @@ builders: no connection.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
-from cdc.errors import SchemaError
+from cdc.convert import convert_column
+from cdc.errors import DecodeError, SchemaError
 from cdc.model import Column, TableSchema
 from cdc.snowflake.sql import DELETED, ident, target_columns, target_table
 from cdc.typemap import column_mapping
@@ -40,6 +44,7 @@ class Evolution:
     statements: list[tuple[str, str]] = field(default_factory=list)  # (what, sql)
     notes: list[str] = field(default_factory=list)
     aliases: dict[str, str | None] = field(default_factory=dict)  # old PostgreSQL name -> current
+    set_aside: dict[str, str] = field(default_factory=dict)  # dropped column's target name -> new name
 
 
 def literal(text: str) -> str:
@@ -96,15 +101,22 @@ def registry_entries(
     table: TableSchema,
     existing: list[TargetColumn],
     history: list[tuple[int, str, str]] | None = None,
+    set_aside: dict[str, str] | None = None,
 ) -> list[tuple[int, str, str]]:
-    """What the registry holds after an evolution: every current column, dropped ones, and the
-    former names of renamed columns (target name ""), so that changes written before a rename
-    and read by a later window still find their column."""
+    """What the registry holds after an evolution: every current column, dropped ones (under the
+    name they were set aside to, if any), and the former names of renamed columns (target name
+    ""), so that changes written before a rename and read by a later window still find their
+    column."""
     entries = [
         (col.attnum, col.name, quoted[1:-1].replace('""', '"')) for col, quoted in target_columns(table)
     ]
     names = {col.attnum: col.name for col in table.columns}
-    entries += [(c.origin[0], c.origin[1], c.name) for c in existing if c.origin and c.origin[0] not in names]
+    aside = set_aside or {}
+    entries += [
+        (c.origin[0], c.origin[1], aside.get(c.name, c.name))
+        for c in existing
+        if c.origin and c.origin[0] not in names
+    ]
     former = {
         (c.origin[0], c.origin[1])
         for c in existing
@@ -176,21 +188,47 @@ def _type_change(table: TableSchema, col: Column, current: TargetColumn) -> str 
     return None
 
 
-def fill_sql(target_fq: str, column_ident: str, col: Column) -> str:
-    """Give existing rows the value PostgreSQL shows for them: the added column's default."""
+def fill_sql(target_fq: str, column_ident: str, table: TableSchema, col: Column) -> str:
+    """Give existing rows the value PostgreSQL shows for them: the added column's default.
+
+    The missing value is PostgreSQL's text; it goes through the same conversion as a value
+    wal2json sends (money text to a number, array text to JSON, ...), then into a typed literal.
+    """
     assert col.missing is not None
-    value = literal(col.missing)
-    kind = column_mapping(col).kind
-    if kind == "json":
-        expr = f"PARSE_JSON({value})"
-    elif kind == "bytes":
-        hex_text = col.missing[2:] if col.missing.startswith("\\x") else col.missing
-        expr = f"TO_BINARY({literal(hex_text)}, 'HEX')"
-    elif kind == "bool":
-        expr = "TRUE" if col.missing in ("t", "true") else "FALSE"
+    mapping = column_mapping(col)
+    try:
+        value = convert_column(table, col, mapping, [col.missing])[0].as_py()
+    except DecodeError as exc:
+        raise SchemaError(
+            f"{exc}: the default of added column {col.name!r} cannot fill existing rows; re-snapshot "
+            f"the table (cdc snapshot --tables {table.qualified})"
+        ) from exc
+    return f"UPDATE {target_fq} SET {column_ident} = {_typed_literal(mapping.kind, mapping.snowflake, value)}"
+
+
+def _typed_literal(kind: str, snowflake_type: str, value: Any) -> str:
+    """A Snowflake expression for one staged value of a column of ``kind``."""
+    if value is None:
+        return "NULL"
+    if kind in ("json", "array"):
+        return f"PARSE_JSON({literal(value)})"
+    if kind == "bytes":
+        return f"TO_BINARY({literal(bytes(value).hex())}, 'HEX')"
+    if kind == "bool":
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        text = (
+            "NaN"
+            if math.isnan(value)
+            else ("inf" if value > 0 else "-inf")
+            if math.isinf(value)
+            else repr(value)
+        )
+    elif isinstance(value, Decimal):
+        text = format(value, "f")
     else:
-        expr = f"CAST({value} AS {column_mapping(col).snowflake})"
-    return f"UPDATE {target_fq} SET {column_ident} = {expr}"
+        text = str(value)
+    return f"CAST({literal(text)} AS {snowflake_type})"
 
 
 def plan(
@@ -209,6 +247,33 @@ def plan(
         if have.origin is not None:
             by_attnum[have.origin[0]] = have
     matched: set[str] = set()
+    adds: list[tuple[str, str]] = []
+    widens: list[tuple[str, str]] = []
+    renames: list[tuple[str, str]] = []  # (current target name, quoted new name)
+    wanted = {quoted[1:-1].replace('""', '"'): col.attnum for col, quoted in target_columns(table)}
+    live = {col.attnum for col in table.columns}
+    for have in existing:
+        # a dropped column whose target name a current column needs (added again under the same
+        # name, or another column renamed to it): move it aside, keeping its values
+        if (
+            have.origin is None
+            or have.origin[0] in live
+            or wanted.get(have.name, have.origin[0]) == have.origin[0]
+        ):
+            continue
+        aside = _aside_name(have, by_name)
+        evolution.statements.append(
+            (
+                "rename column",
+                f"ALTER TABLE {target_fq} RENAME COLUMN {ident_exact(have.name)} TO {ident_exact(aside)}",
+            )
+        )
+        evolution.set_aside[have.name] = aside
+        evolution.notes.append(
+            f"table {table.qualified}: the target column {have.name!r} of dropped column {have.origin[1]!r} "
+            f"is now {aside!r}: a current column takes its name"
+        )
+        by_name[aside] = by_name.pop(have.name)
     for col, quoted in target_columns(table):
         name = quoted[1:-1].replace('""', '"')
         current = by_attnum.get(col.attnum)
@@ -222,16 +287,15 @@ def plan(
                 )
             if has_rows and col.missing is None and col.has_default:
                 raise SchemaError(
-                    f"table {table.qualified} column {col.name!r} was added with a volatile default: "
-                    "PostgreSQL rewrote the table without decodable changes, so existing rows' values "
-                    f"cannot be replicated; re-snapshot the table (cdc snapshot --tables {table.qualified})"
+                    f"table {table.qualified} column {col.name!r} was added with a default whose value "
+                    "in existing rows is unknown here (a volatile default, or a table rewrite since the "
+                    "ALTER): those values are not in the WAL; re-snapshot the table "
+                    f"(cdc snapshot --tables {table.qualified})"
                 )
             mapping = column_mapping(col)
-            evolution.statements.append(
-                ("add column", f"ALTER TABLE {target_fq} ADD COLUMN {quoted} {mapping.snowflake}")
-            )
+            adds.append(("add column", f"ALTER TABLE {target_fq} ADD COLUMN {quoted} {mapping.snowflake}"))
             if has_rows and col.missing is not None:
-                evolution.statements.append(("fill column", fill_sql(target_fq, quoted, col)))
+                adds.append(("fill column", fill_sql(target_fq, quoted, table, col)))
             evolution.notes.append(
                 f"table {table.qualified}: added column {col.name!r} ({mapping.snowflake})"
             )
@@ -239,22 +303,18 @@ def plan(
         matched.add(current.name)
         origin = current.origin
         if current.name != name:
-            evolution.statements.append(
-                (
-                    "rename column",
-                    f"ALTER TABLE {target_fq} RENAME COLUMN {ident_exact(current.name)} TO {quoted}",
-                )
-            )
+            renames.append((current.name, quoted))
             old = origin[1] if origin else current.name
             evolution.notes.append(f"table {table.qualified}: column {old!r} renamed to {col.name!r}")
         if origin is not None and origin[1] != col.name:
             evolution.aliases[origin[1]] = col.name
         new_type = _type_change(table, col, current)
         if new_type is not None:
-            evolution.statements.append(
+            widens.append(
                 ("widen column", f"ALTER TABLE {target_fq} ALTER COLUMN {quoted} SET DATA TYPE {new_type}")
             )
             evolution.notes.append(f"table {table.qualified}: column {col.name!r} widened to {new_type}")
+    evolution.statements += _rename_statements(target_fq, renames) + widens + adds
     if soft_delete and DELETED not in by_name:
         evolution.statements.append(
             ("add column", f"ALTER TABLE {target_fq} ADD COLUMN {ident(DELETED)} BOOLEAN")
@@ -270,6 +330,30 @@ def plan(
             f"{have.name!r} and new rows get NULL there"
         )
     return evolution
+
+
+def _aside_name(have: TargetColumn, taken: dict[str, TargetColumn]) -> str:
+    assert have.origin is not None
+    base = f"{have.name}_DROPPED_{have.origin[0]}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
+def _rename_statements(target_fq: str, renames: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Renames in an order that never collides: when one column takes a name another renamed
+    column still holds (a swap), every renamed column first moves to a temporary name."""
+    sources = {current for current, _ in renames}
+    targets = {quoted[1:-1].replace('""', '"') for _, quoted in renames}
+    rename = "ALTER TABLE {} RENAME COLUMN {} TO {}"
+    if not sources & targets:
+        return [("rename column", rename.format(target_fq, ident_exact(c), q)) for c, q in renames]
+    temporary = [(c, ident_exact(f"_CDC_RENAME_{i}"), q) for i, (c, q) in enumerate(renames)]
+    return [("rename column", rename.format(target_fq, ident_exact(c), t)) for c, t, _ in temporary] + [
+        ("rename column", rename.format(target_fq, t, q)) for _, t, q in temporary
+    ]
 
 
 def ident_exact(name: str) -> str:

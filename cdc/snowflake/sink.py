@@ -218,7 +218,7 @@ class SnowflakeSink:
             evolution = evolve.plan(self._database, table, existing, has_rows, self.soft_delete)
             for what, text in evolution.statements:
                 self._run(text, what, table.qualified)
-        entries = evolve.registry_entries(table, existing, self._registry_rows(table))
+        entries = evolve.registry_entries(table, existing, self._registry_rows(table), evolution.set_aside)
         for text in evolve.registry_write_sql(self._database, self._load_schema, table, entries):
             self._run(text, "register columns", table.qualified)
         for note in evolution.notes:

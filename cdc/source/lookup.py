@@ -15,9 +15,10 @@ The keys travel as one JSON parameter and are typed by the key columns' own type
 their base type, as the catalog reports them), so the join uses the primary key index whatever
 the key types are. Only the key columns are read from the JSON: the table's other columns (a NOT
 NULL domain among them) never go through their input functions. Every name is quoted with
-``psycopg2.sql.Identifier``; type names are PostgreSQL's own ``format_type`` text. The connection must use the reader's session settings
-(``cdc.source.slot.SESSION_OPTIONS``: shortest exact float text, UTC) and autocommit; the user
-needs SELECT on the replicated tables (the snapshot needs it too).
+``psycopg2.sql.Identifier``; type names are PostgreSQL's own ``format_type`` text. The
+connection must use the reader's session settings (``cdc.source.slot.SESSION_OPTIONS``: shortest
+exact float text, UTC) and autocommit; the user needs SELECT on the replicated tables (the
+snapshot needs it too).
 """
 
 from __future__ import annotations

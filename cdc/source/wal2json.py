@@ -23,6 +23,7 @@ WAL2JSON_OPTIONS: dict[str, str] = {
     "include-pk": "1",
     "include-type-oids": "1",
     "include-transaction": "1",
+    "include-column-positions": "1",
 }
 
 PAYLOAD_EXCERPT = 200
@@ -96,6 +97,7 @@ def _parse_object(obj: dict[str, Any], action: str) -> Begin | Commit | Change |
     if action == "T":
         return Change(op="T", schema=schema, table=table, lsn=lsn, xid=xid)
     values = _columns(obj, "columns") if action in ("I", "U") else None
+    positions = _positions(obj["columns"]) if values is not None else None
     if action == "D":
         identity: dict[str, Any] | None = _columns(obj, "identity")
     elif action == "U" and "identity" in obj:
@@ -110,6 +112,7 @@ def _parse_object(obj: dict[str, Any], action: str) -> Begin | Commit | Change |
         values=values,
         identity=identity,
         xid=xid,
+        positions=positions,
     )
 
 
@@ -139,6 +142,17 @@ def _lsn(obj: dict[str, Any], name: str) -> Lsn:
         return Lsn.parse(text)
     except ValueError as exc:
         raise _Malformed(f'field "{name}" is not an LSN: {text!r}') from exc
+
+
+def _positions(items: list[dict[str, Any]]) -> tuple[int, ...] | None:
+    """The columns' attnums, when every column carries one (include-column-positions)."""
+    positions: list[int] = []
+    for item in items:
+        position = item.get("position")
+        if not isinstance(position, int) or isinstance(position, bool):
+            return None
+        positions.append(position)
+    return tuple(positions)
 
 
 def _columns(obj: dict[str, Any], name: str) -> dict[str, Any]:

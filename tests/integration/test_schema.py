@@ -90,6 +90,7 @@ def test_widening_changes_are_applied(p: Pipeline) -> None:
 
 
 def test_unsafe_type_change_stops_only_that_table_and_names_column_and_fix(p: Pipeline) -> None:
+    reconfigure(p, resnapshot_stopped_tables=False)
     sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.good (id int PRIMARY KEY)")
     p.engine.run_window()
     sql(p, "INSERT INTO {s}.bad VALUES (1, '5')", "INSERT INTO {s}.good VALUES (1)")
@@ -101,10 +102,53 @@ def test_unsafe_type_change_stops_only_that_table_and_names_column_and_fix(p: Pi
     assert f"{p.schema}.bad" in last["stopped_tables"]
     notes = " ".join(n for r in results for n in r["notes"])
     assert "column 'v'" in notes and "re-snapshot the table" in notes
+    assert "next run re-snapshots" not in notes
     sql(p, "INSERT INTO {s}.good VALUES (3)")
-    sync(p)
+    results = sync(p)
+    assert f"{p.schema}.bad" in results[-1]["stopped_tables"]  # waits for an operator
     assert sorted(r["id"] for r in target(p, "good")) == [1, 2, 3]
     assert_equal(p, "good")
+    assert [(r["id"], r["v"]) for r in target(p, "bad")] == [(1, "5")]
+    # the operator's fix: re-snapshot the table; it replicates again from there
+    assert p.engine.run_window(mode="snapshot", tables=(f"{p.schema}.bad",)).status == "snapshot"
+    sql(p, "INSERT INTO {s}.bad VALUES (3, 7)")
+    assert not sync(p)[-1]["stopped_tables"]
+    assert_equal(p, "bad")
+
+
+def test_a_table_stopped_by_a_schema_change_is_re_snapshotted_by_the_next_run(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.good (id int PRIMARY KEY)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.bad VALUES (1, '5')", "INSERT INTO {s}.good VALUES (1)")
+    sync(p)
+    sql(p, "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer")
+    sql(p, "INSERT INTO {s}.bad VALUES (2, 6)", "INSERT INTO {s}.good VALUES (2)")
+    results = sync(p)
+    stopped_at = next(i for i, r in enumerate(results) if f"{p.schema}.bad" in r["stopped_tables"])
+    assert any("next run re-snapshots it" in n for n in results[stopped_at]["notes"])
+    resnapshot = results[stopped_at + 1]
+    assert (resnapshot["status"], resnapshot["mode"]) == ("snapshot", "tables")
+    assert resnapshot["reason"] == "re-snapshot of tables a schema change stopped"
+    assert resnapshot["tables"] == {f"{p.schema}.bad": {"snapshot_rows": 2}}
+    assert not results[-1]["stopped_tables"]
+    sql(p, "INSERT INTO {s}.bad VALUES (3, 7)", "UPDATE {s}.bad SET v = 50 WHERE id = 1")
+    sync(p)
+    assert sorted((r["id"], r["v"]) for r in target(p, "bad")) == [(1, 50), (2, 6), (3, 7)]
+    assert_equal(p, "bad")
+    assert_equal(p, "good")
+
+
+def test_a_volatile_default_added_column_is_filled_by_a_re_snapshot(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY)", "INSERT INTO {s}.t VALUES (1), (2)")
+    p.engine.run_window()
+    sql(p, "ALTER TABLE {s}.t ADD COLUMN r double precision DEFAULT random()", "INSERT INTO {s}.t VALUES (3)")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert "column 'r' was added with a default whose value in existing rows is unknown" in notes
+    assert not results[-1]["stopped_tables"]
+    rows = {r["id"]: r["r"] for r in target(p, "t")}
+    assert sorted(rows) == [1, 2, 3] and all(v is not None for v in rows.values())
+    assert_equal(p, "t")
 
 
 def test_soft_delete_keeps_rows_flagged_and_reinsert_clears_the_flag(p: Pipeline) -> None:

@@ -57,7 +57,7 @@ def test_a_renamed_column_is_renamed_and_its_old_name_aliased() -> None:
     [
         (Column("s", 4, "integer", 23), "column 's': its type changed to integer"),
         (Column("amt", 5, "numeric(12,4)", 1700), "column 'amt': its scale changed to 4"),
-        (Column("v", 9, "timestamp with time zone", 1184, has_default=True), "volatile default"),
+        (Column("v", 9, "timestamp with time zone", 1184, has_default=True), "a volatile default"),
     ],
 )
 def test_unsafe_changes_name_the_column_and_the_fix(column: Column, fragment: str) -> None:
@@ -69,7 +69,10 @@ def test_unsafe_changes_name_the_column_and_the_fix(column: Column, fragment: st
 
 def test_narrower_source_types_leave_the_target_alone() -> None:
     narrower = TableSchema(
-        "public", "t", (T.columns[0], Column("n", 3, "smallint", 21), Column("s", 4, "character varying(3)", 1043)), ("id",)
+        "public",
+        "t",
+        (T.columns[0], Column("n", 3, "smallint", 21), Column("s", 4, "character varying(3)", 1043)),
+        ("id",),
     )
     assert evolve.plan("DB", narrower, EXISTING, has_rows=True).statements == []
 
@@ -83,3 +86,70 @@ def test_registry_keeps_dropped_columns_and_hex_encodes_names() -> None:
     pg_hex, target_hex = b"i'd".hex(), b'A"B'.hex()
     assert insert.endswith(f"VALUES ('{key}', 1, '{pg_hex}', '{target_hex}')")
     assert evolve.decode_registry([(1, b"i'd".hex(), b'A"B'.hex())]) == {'A"B': (1, "i'd")}
+
+
+@pytest.mark.parametrize(
+    ("type_name", "oid", "missing", "expression"),
+    [
+        ("money", 790, "$1,234.50", "CAST('1234.50' AS NUMBER(19,2))"),
+        ("integer[]", 1007, "{1,2}", "PARSE_JSON('[1,2]')"),
+        ("text[]", 1009, '{"it\'s",NULL}', "PARSE_JSON('[\"it''s\",null]')"),
+        ("jsonb", 3802, '{"a": 1}', "PARSE_JSON('{\"a\": 1}')"),
+        ("bytea", 17, "\\x00ff", "TO_BINARY('00ff', 'HEX')"),
+        ("boolean", 16, "t", "TRUE"),
+        ("double precision", 701, "NaN", "CAST('NaN' AS FLOAT)"),
+        ("double precision", 701, "-Infinity", "CAST('-inf' AS FLOAT)"),
+        ("double precision", 701, "0.1", "CAST('0.1' AS FLOAT)"),
+        ("numeric(10,2)", 1700, "12.50", "CAST('12.50' AS NUMBER(10,2))"),
+        ("text", 25, "it's \\ here", "CAST('it''s \\\\ here' AS VARCHAR)"),
+    ],
+)
+def test_fill_converts_the_missing_value_like_a_staged_one(
+    type_name: str, oid: int, missing: str, expression: str
+) -> None:
+    col = Column("c", 2, type_name, oid, missing=missing, has_default=True)
+    table = TableSchema("public", "t", (T.columns[0], col), ("id",))
+    assert evolve.fill_sql(FQ, '"C"', table, col) == f'UPDATE {FQ} SET "C" = {expression}'
+
+
+def test_a_missing_value_that_cannot_be_converted_stops_the_table_with_the_fix() -> None:
+    col = Column("c", 2, "money", 790, missing="1.234,50 EUR", has_default=True)
+    table = TableSchema("public", "t", (T.columns[0], col), ("id",))
+    with pytest.raises(SchemaError) as info:
+        evolve.fill_sql(FQ, '"C"', table, col)
+    assert "column 'c'" in str(info.value) and "cdc snapshot --tables public.t" in str(info.value)
+
+
+def test_a_dropped_column_moves_aside_for_a_new_column_of_its_name() -> None:
+    existing = [*EXISTING[:1], TargetColumn("W", "NUMBER", None, 10, 0, (2, "w"))]
+    table = TableSchema("public", "t", (T.columns[0], Column("w", 3, "text", 25)), ("id",))
+    plan = evolve.plan("DB", table, existing, has_rows=True)
+    assert plan.statements == [
+        ("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "W" TO "W_DROPPED_2"'),
+        ("add column", f'ALTER TABLE {FQ} ADD COLUMN "W" VARCHAR'),
+    ]
+    assert plan.set_aside == {"W": "W_DROPPED_2"}
+    assert evolve.registry_entries(table, existing, None, plan.set_aside) == [
+        (1, "id", "ID"),
+        (3, "w", "W"),
+        (2, "w", "W_DROPPED_2"),
+    ]
+
+
+def test_columns_that_swap_names_rename_through_temporary_names() -> None:
+    existing = [
+        *EXISTING[:1],
+        TargetColumn("A", "TEXT", 16777216, None, None, (2, "a")),
+        TargetColumn("B", "TEXT", 16777216, None, None, (3, "b")),
+    ]
+    table = TableSchema(
+        "public", "t", (T.columns[0], Column("b", 2, "text", 25), Column("a", 3, "text", 25)), ("id",)
+    )
+    plan = evolve.plan("DB", table, existing, has_rows=True)
+    assert plan.statements == [
+        ("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "A" TO "_CDC_RENAME_0"'),
+        ("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "B" TO "_CDC_RENAME_1"'),
+        ("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "_CDC_RENAME_0" TO "B"'),
+        ("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "_CDC_RENAME_1" TO "A"'),
+    ]
+    assert plan.aliases == {"a": "b", "b": "a"}

@@ -44,7 +44,27 @@ def test_options_ask_for_format_version_2_with_everything_the_pipeline_reads() -
         "include-pk": "1",
         "include-type-oids": "1",
         "include-transaction": "1",
+        "include-column-positions": "1",
     }
+
+
+def test_column_positions_are_kept_and_tell_each_name_s_attnum() -> None:
+    change = parse_message(
+        '{"action":"I","schema":"s","table":"t","lsn":"0/10","xid":5,"columns":['
+        '{"name":"id","type":"integer","typeoid":23,"value":1,"position":1},'
+        '{"name":"b","type":"integer","typeoid":23,"value":5,"position":3}]}'
+    )
+    assert isinstance(change, Change)
+    assert change.positions == (1, 3)
+    assert (change.attnum("id"), change.attnum("b"), change.attnum("zz")) == (1, 3, None)
+
+
+def test_messages_without_positions_parse_with_none() -> None:
+    change = parse_message(
+        '{"action":"I","schema":"s","table":"t","lsn":"0/10","columns":'
+        '[{"name":"id","type":"integer","value":1}]}'
+    )
+    assert isinstance(change, Change) and change.positions is None and change.attnum("id") is None
 
 
 def test_fixtures_are_present() -> None:
