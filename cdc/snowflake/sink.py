@@ -285,13 +285,21 @@ class SnowflakeSink:
         target_fq = sql.target_table(self._database, table)
         create = sql.create_load_table_sql(self._database, self._load_schema, load_name, table)
         copy = sql.copy_sql(load_fq, self._stage, rel_path)
-        merge = sql.merge_sql(
-            target_fq, load_fq, table, max_lsn=max_lsn, truncate=truncate, soft_delete=self.soft_delete
-        )
         self._ensure_schema(self._load_schema, name)
         try:
             self._run(create, "create load table", name)
             loaded = _copied_rows(self._run(copy, "copy", name), name, rel_path)
+            # fill only the columns some update left out (none: no join back to the target)
+            omitted = sql.omitted_attnums(self._run(sql.omitted_sql(load_fq), "merge", name).fetchall())
+            merge = sql.merge_sql(
+                target_fq,
+                load_fq,
+                table,
+                max_lsn=max_lsn,
+                truncate=truncate,
+                soft_delete=self.soft_delete,
+                omitted=omitted,
+            )
             counts = _merge_counts(self._run(merge, "merge", name))
         finally:
             self._drop(load_fq, fields)

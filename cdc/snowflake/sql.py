@@ -38,6 +38,8 @@ __all__ = [
     "create_schema_sql",
     "create_target_table_sql",
     "drop_table_sql",
+    "omitted_attnums",
+    "omitted_sql",
     "fetch_columns",
     "ident",
     "load_table_name",
@@ -211,6 +213,16 @@ def _value(col: Column, alias: str) -> str:
     return column_mapping(col).load_expr.format(ref)
 
 
+def omitted_sql(load_fq: str) -> str:
+    """The distinct ``_CDC_UNCHANGED`` lists of a load table (see ``omitted_attnums``)."""
+    return f'SELECT DISTINCT "_CDC_UNCHANGED" FROM {load_fq} WHERE "_CDC_UNCHANGED" IS NOT NULL'
+
+
+def omitted_attnums(rows: list[tuple[str | None]]) -> frozenset[int]:
+    """The attnums some update of the window left out, from ``omitted_sql``'s rows (``,3,7,``)."""
+    return frozenset(int(part) for (text,) in rows for part in (text or "").split(",") if part)
+
+
 def merge_sql(
     target_fq: str,
     load_fq: str,
@@ -219,16 +231,26 @@ def merge_sql(
     max_lsn: int,
     truncate: tuple[int, int] | None = None,
     soft_delete: bool = False,
+    omitted: frozenset[int] | None = None,
 ) -> str:
     """The MERGE of one window's load table into the target (see the module docstring).
 
     With ``soft_delete`` a delete keeps the row and sets ``_CDC_DELETED``; a later insert of the
-    same key clears it."""
+    same key clears it. ``omitted``, the attnums that some update of the window left out
+    (``omitted_attnums``), limits the fill to those columns: a window whose updates sent every
+    column merges its latest change per key without joining the target again (None: every
+    column an update may leave out is filled)."""
     cols = target_columns(table)
     key_cols = table.key_columns
     # columns an update may leave out: TOASTable ones, and ones added with a default after some
     # of the window's updates were written (those updates do not carry them)
-    toast = [c for c in table.columns if (c.toastable or c.missing is not None) and c.name not in table.key]
+    toast = [
+        c
+        for c in table.columns
+        if (c.toastable or c.missing is not None)
+        and c.name not in table.key
+        and (omitted is None or c.attnum in omitted)
+    ]
 
     where = f'x."_CDC_LSN" <= {_number(max_lsn, "max_lsn")}'
     if truncate is not None:

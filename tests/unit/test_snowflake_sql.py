@@ -427,3 +427,24 @@ def test_error_messages_never_carry_the_password() -> None:
     error = map_error(exc, action="copy for table public.orders", hint="check the parts", secret="hunter2")
     assert "hunter2" not in str(error) and "***" in str(error)
     assert "copy for table public.orders" in str(error) and "check the parts" in str(error)
+
+
+def test_omitted_attnums_read_the_unchanged_lists() -> None:
+    assert sql.omitted_attnums([(",3,",), (",3,4,",), (None,)]) == frozenset({3, 4})
+    assert sql.omitted_attnums([]) == frozenset()
+    assert (
+        sql.omitted_sql('"L"')
+        == 'SELECT DISTINCT "_CDC_UNCHANGED" FROM "L" WHERE "_CDC_UNCHANGED" IS NOT NULL'
+    )
+
+
+def test_merge_fills_only_the_columns_some_update_left_out() -> None:
+    only_doc = sql.merge_sql('"T"', LOAD, ORDERS, max_lsn=1, omitted=frozenset({4}))
+    assert '"_KS4"' in only_doc and '"_KS3"' not in only_doc
+    assert '    l."C3" AS "NOTE",\n' in only_doc  # sent by every update: the latest change's value
+    # no update left anything out: the latest change per key, no join back to the target
+    none = sql.merge_sql('"T"', LOAD, ORDERS, max_lsn=1, omitted=frozenset())
+    assert "LEFT JOIN" not in none and "QUALIFY ROW_NUMBER()" in none
+    assert sql.merge_sql('"T"', LOAD, ORDERS, max_lsn=1, omitted=frozenset({3, 4})) == sql.merge_sql(
+        '"T"', LOAD, ORDERS, max_lsn=1
+    )
