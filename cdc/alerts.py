@@ -10,7 +10,11 @@ handler, the CLI) with the window's result. It
   ``Windows`` (Count, dimension ``Status`` too), ``WindowFailures`` (Count, 1 for a failed window,
   else 0: the CloudWatch alarm watches its Sum, the alarm's action is the SNS topic),
   ``WindowDuration`` (Seconds), ``BytesStaged`` (Bytes), ``Retries`` (Count),
-  ``SlotLagBytes`` (Bytes, when known) and ``Rows`` (Count, dimensions ``Table`` and
+  ``SlotLagBytes`` (Bytes, when known), ``SlotRetainedBytes`` and ``SlotSafeWalBytes`` (Bytes,
+  from ``pg_replication_slots``), ``SlotAtRisk`` (1 when the slot nears invalidation by
+  ``max_slot_wal_keep_size``, or retains too much WAL where there is no such limit: an alarm
+  watches it, and a warning says why and what to do), ``CommitLagSeconds`` (from the last
+  applied commit to the end of the window) and ``Rows`` (Count, dimensions ``Table`` and
   ``Operation`` I/U/D/T, one datum per table and operation that had changes).
 
 How metrics leave the process (one choice per ``Alerts``):
@@ -114,10 +118,16 @@ def dlq_message(result: WindowResult, checkpoint_lsn: str | None = None) -> dict
 
 
 def window_metrics(
-    result: WindowResult, *, slot_lag_bytes: int | None = None, retries: int = 0
+    result: WindowResult,
+    *,
+    slot_lag_bytes: int | None = None,
+    retries: int = 0,
+    slot_risk: str | None = None,
 ) -> list[Datum]:
     """The window's datums in PutMetricData's shape (``MetricName``, ``Dimensions``, ``Value``, ``Unit``)."""
     base = [{"Name": "Pipeline", "Value": result.pipeline}]
+    if slot_lag_bytes is None and result.slot is not None:
+        slot_lag_bytes = result.slot.lag_bytes
     failed = result.status == "failed"
     data: list[Datum] = [
         {
@@ -135,6 +145,14 @@ def window_metrics(
         data.append(
             {"MetricName": "SlotLagBytes", "Dimensions": base, "Value": slot_lag_bytes, "Unit": "Bytes"}
         )
+    if result.slot is not None:
+        if result.slot.retained_bytes is not None:
+            data.append(_datum("SlotRetainedBytes", base, result.slot.retained_bytes, "Bytes"))
+        if result.slot.safe_wal_bytes is not None:
+            data.append(_datum("SlotSafeWalBytes", base, result.slot.safe_wal_bytes, "Bytes"))
+        data.append(_datum("SlotAtRisk", base, 1 if slot_risk else 0, "Count"))
+    if result.lag_s is not None:
+        data.append(_datum("CommitLagSeconds", base, result.lag_s, "Seconds"))
     for table, ops in sorted(result.tables.items()):
         for op, count in sorted(ops.items()):
             if count:
@@ -151,6 +169,10 @@ def window_metrics(
                     }
                 )
     return data
+
+
+def _datum(name: str, dimensions: list[dict[str, str]], value: float, unit: str) -> Datum:
+    return {"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}
 
 
 def emf_lines(namespace: str, data: Iterable[Datum], timestamp_ms: int) -> list[str]:
@@ -191,8 +213,12 @@ class Alerts:
         pipeline: str,
         *,
         stdout: IO[str] | None = None,
+        slot_warn_safe_wal_bytes: int = 2 * 1024**3,
+        slot_warn_retained_bytes: int = 20 * 1024**3,
     ) -> None:
         self.sqs = sqs_client
+        self.slot_warn_safe_wal_bytes = slot_warn_safe_wal_bytes
+        self.slot_warn_retained_bytes = slot_warn_retained_bytes
         self.dlq_url = dlq_url
         self.cloudwatch = cloudwatch_client
         self.namespace = namespace
@@ -212,7 +238,18 @@ class Alerts:
         wlog = WindowLog(log, {"pipeline": result.pipeline, "window_id": result.window_id})
         if result.status == "failed":
             self._dead_letter(result, checkpoint_lsn, wlog)
-        data = window_metrics(result, slot_lag_bytes=slot_lag_bytes, retries=retries)
+        risk = (
+            result.slot.risk(self.slot_warn_safe_wal_bytes, self.slot_warn_retained_bytes)
+            if result.slot is not None
+            else None
+        )
+        if risk is not None:
+            wlog.warning(
+                f"replication slot at risk: {risk}; let the pipeline catch up (cdc sync --until-caught-up), "
+                "raise max_slot_wal_keep_size, or drop tables it cannot keep up with",
+                extra={"slot": result.slot.as_dict() if result.slot else None},
+            )
+        data = window_metrics(result, slot_lag_bytes=slot_lag_bytes, retries=retries, slot_risk=risk)
         self._publish(data, wlog)
 
     # -- delivery ------------------------------------------------------------------------------

@@ -106,7 +106,15 @@ def build_alerts(settings: Settings) -> Alerts:
     """Dead-letter queue and metrics for the window results."""
     cloudwatch = aws_client(settings, "cloudwatch") if settings.metrics_mode == "cloudwatch" else None
     sqs = aws_client(settings, "sqs") if settings.dlq_url else None
-    return Alerts(sqs, settings.dlq_url, cloudwatch, settings.metrics_namespace, settings.pipeline)
+    return Alerts(
+        sqs,
+        settings.dlq_url,
+        cloudwatch,
+        settings.metrics_namespace,
+        settings.pipeline,
+        slot_warn_safe_wal_bytes=settings.slot_warn_safe_wal_bytes,
+        slot_warn_retained_bytes=settings.slot_warn_retained_bytes,
+    )
 
 
 def report_window(engine: Engine, alerts: Alerts, result: WindowResult) -> None:
@@ -115,7 +123,6 @@ def report_window(engine: Engine, alerts: Alerts, result: WindowResult) -> None:
         return
     alerts.after_window(
         result,
-        slot_lag_bytes=engine.slot_lag_bytes(),
         retries=engine.last_retries,
         checkpoint_lsn=engine.last_checkpoint_lsn,
     )

@@ -8,6 +8,8 @@ re-reads from the checkpoint and the MERGE ignores changes the target already ha
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import tempfile
 import time
@@ -22,7 +24,7 @@ from cdc import failpoints, snapshot_mode
 from cdc.checkpoint import CheckpointStore, Lease
 from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog
-from cdc.model import Lsn, Message, StagedTable, TableSchema, WindowResult
+from cdc.model import Lsn, Message, SlotHealth, StagedTable, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
 from cdc.snapshot_mode import ProgressHook
@@ -104,15 +106,22 @@ class Engine:
                 close_sink()
             self._sink = None
 
-    def slot_lag_bytes(self) -> int | None:
-        """WAL the slot still holds (current WAL minus confirmed_flush); None when unknown."""
+    def slot_health(self) -> SlotHealth | None:
+        """The slot's wal_status, retained and safe WAL and lag; None when it cannot be read."""
         try:
             slot = self.source.slot_info()
-            if slot is None or slot.confirmed_flush is None:
+            if slot is None:
                 return None
-            return self.source.current_wal_lsn().value - slot.confirmed_flush.value
+            wal = self.source.current_wal_lsn()
         except CdcError:
             return None
+        lag = wal.value - slot.confirmed_flush.value if slot.confirmed_flush is not None else None
+        return SlotHealth(slot.wal_status, slot.retained_bytes, slot.safe_wal_bytes, lag)
+
+    def slot_lag_bytes(self) -> int | None:
+        """WAL the slot still holds (current WAL minus confirmed_flush); None when unknown."""
+        health = self.slot_health()
+        return health.lag_bytes if health else None
 
     def budget_s(self) -> float:
         """Seconds this window may spend reading: the Lambda's remaining time minus the margin."""
@@ -152,7 +161,7 @@ class Engine:
                     result = self._window(window_id, lease, wlog, started, mode, tables, progress)
         except CdcError as exc:
             wlog.error("window failed", extra={"error_class": type(exc).__name__, "error": str(exc)})
-            return WindowResult(
+            result = WindowResult(
                 self.settings.pipeline,
                 window_id,
                 "failed",
@@ -168,6 +177,8 @@ class Engine:
                 self.store.release_lease(lease)
             except CdcError as exc:  # the lease expires on its own; the window's result stands
                 wlog.warning("could not release the lease", extra={"error": str(exc)})
+        # reported for failed windows too: WAL piles up most while windows fail
+        result = dataclasses.replace(result, slot=self.slot_health())
         wlog.info("window summary", extra={"summary": result.as_dict()})
         return result
 
@@ -325,6 +336,7 @@ class Engine:
             caught_up=read.caught_up and not any(auto and v.get("resnapshot") for v in new_stops.values()),
             notes=tuple(notes),
             stopped_tables=tuple(sorted(stopped)),
+            lag_s=_commit_lag_s(read.last_commit_ts) if read.staged else None,
         )
 
     def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:
@@ -356,3 +368,16 @@ def _with_failpoint(progress: ProgressHook | None) -> ProgressHook:
             failpoints.hit("snapshot_table_swapped")
 
     return hook
+
+
+def _commit_lag_s(commit_ts: str | None) -> float | None:
+    """Seconds from a commit (wal2json's UTC timestamp text) until now; None when unreadable."""
+    if not commit_ts:
+        return None
+    try:
+        committed = dt.datetime.fromisoformat(commit_ts)
+    except ValueError:
+        return None
+    if committed.tzinfo is None:
+        committed = committed.replace(tzinfo=dt.UTC)
+    return max((dt.datetime.now(dt.UTC) - committed).total_seconds(), 0.0)

@@ -189,6 +189,44 @@ class TableCounts:
 
 
 @dataclass(frozen=True)
+class SlotHealth:
+    """How much WAL the replication slot holds back, and how close it is to being invalidated."""
+
+    wal_status: str | None  # reserved, extended, unreserved or lost
+    retained_bytes: int | None  # WAL kept for the slot (current WAL LSN minus restart_lsn)
+    safe_wal_bytes: int | None  # WAL that may be written before it is at risk (None: no limit)
+    lag_bytes: int | None  # current WAL LSN minus the slot's confirmed LSN
+
+    def risk(self, min_safe_bytes: int, max_retained_bytes: int) -> str | None:
+        """Why the slot is at risk of invalidation (or the disk of filling), or None."""
+        if self.wal_status in ("unreserved", "lost"):
+            return (
+                f"wal_status is {self.wal_status}: the WAL the slot needs is past max_slot_wal_keep_size "
+                "and may be removed at the next checkpoint"
+            )
+        if self.safe_wal_bytes is not None and self.safe_wal_bytes < min_safe_bytes:
+            return (
+                f"only {self.safe_wal_bytes:,} bytes of WAL may be written before the slot passes "
+                f"max_slot_wal_keep_size (warning below {min_safe_bytes:,})"
+            )
+        if self.safe_wal_bytes is None and (self.retained_bytes or 0) > max_retained_bytes:
+            return (
+                f"the slot retains {self.retained_bytes:,} bytes of WAL (warning above "
+                f"{max_retained_bytes:,}) and the server keeps WAL for slots without limit: the disk "
+                "may fill"
+            )
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wal_status": self.wal_status,
+            "retained_bytes": self.retained_bytes,
+            "safe_wal_bytes": self.safe_wal_bytes,
+            "lag_bytes": self.lag_bytes,
+        }
+
+
+@dataclass(frozen=True)
 class WindowResult:
     """What one run did; JSON-serialisable through ``as_dict``."""
 
@@ -210,6 +248,8 @@ class WindowResult:
     mode: str = "incremental"  # "incremental", "snapshot" (every table) or "tables"
     reason: str | None = None  # why a snapshot ran
     snapshot: dict[str, Any] | None = None
+    slot: SlotHealth | None = None  # the slot after the window
+    lag_s: float | None = None  # seconds from the last applied commit to the end of the window
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -231,6 +271,8 @@ class WindowResult:
             "mode": self.mode,
             "reason": self.reason,
             "snapshot": self.snapshot,
+            "slot": self.slot.as_dict() if self.slot else None,
+            "lag_s": None if self.lag_s is None else round(self.lag_s, 3),
         }
 
 

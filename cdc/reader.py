@@ -36,6 +36,7 @@ class WindowRead:
     staged: list[StagedTable]
     end: Lsn  # restart position after this window
     last_commit_lsn: Lsn | None
+    last_commit_ts: str | None = None  # commit time of the last transaction read (UTC text)
     transactions: int = 0
     changes: int = 0
     stop_reason: str = "caught_up"
@@ -107,6 +108,7 @@ class WindowReader:
                     read.changes += in_txn_changes
                     read.end = message.end_lsn
                     read.last_commit_lsn = message.commit_lsn
+                    read.last_commit_ts = message.commit_ts
                     if message.end_lsn >= bounds.until:
                         read.stop_reason, read.caught_up = "wal_end", True
                         break

@@ -94,6 +94,19 @@ FIELDS: tuple[Field, ...] = (
         doc="soft keeps deleted rows with _CDC_DELETED = TRUE.",
     ),
     Field(
+        "slot_warn_safe_wal_bytes",
+        "int",
+        2 * 1024**3,
+        doc="Warn (metric SlotAtRisk, log) when less WAL than this may still be written before the "
+        "slot passes the server's max_slot_wal_keep_size.",
+    ),
+    Field(
+        "slot_warn_retained_bytes",
+        "int",
+        20 * 1024**3,
+        doc="Warn when the slot retains more WAL than this and the server sets no max_slot_wal_keep_size.",
+    ),
+    Field(
         "resnapshot_stopped_tables",
         "bool",
         True,
@@ -185,6 +198,8 @@ class Settings:
     source_keys: str | None
     source_connect_timeout_s: int
     delete_mode: str
+    slot_warn_safe_wal_bytes: int
+    slot_warn_retained_bytes: int
     resnapshot_stopped_tables: bool
     vault_addr: str
     vault_auth_method: str

@@ -41,6 +41,9 @@ class SlotInfo:
     wal_status: str | None
     active_pid: int | None
     retained_bytes: int | None
+    # WAL that may still be written before the slot is at risk of invalidation
+    # (max_slot_wal_keep_size); None when the server keeps WAL for slots without limit
+    safe_wal_bytes: int | None = None
 
 
 @dataclass
@@ -135,14 +138,14 @@ class PostgresSource:
     def slot_info(self) -> SlotInfo | None:
         rows = self._query(
             "SELECT slot_name, plugin, confirmed_flush_lsn::text, restart_lsn::text, wal_status, "
-            "active_pid, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "active_pid, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, safe_wal_size "
             "FROM pg_replication_slots WHERE slot_name = %s",
             (self.slot,),
             "reading the slot state",
         )
         if not rows:
             return None
-        name, plugin, confirmed, restart, wal_status, active_pid, retained = rows[0]
+        name, plugin, confirmed, restart, wal_status, active_pid, retained, safe = rows[0]
         return SlotInfo(
             name,
             plugin,
@@ -151,6 +154,7 @@ class PostgresSource:
             wal_status,
             active_pid,
             retained,
+            safe,
         )
 
     def create_slot(self) -> SlotInfo:

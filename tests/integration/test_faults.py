@@ -413,3 +413,73 @@ def test_the_slot_moves_forward_while_only_unreplicated_tables_change(pipe: Pipe
         confirmed.append(p.slot_confirmed())
         assert confirmed[-1] == checkpoint.lsn
     assert confirmed == sorted(set(confirmed)), confirmed  # strictly forward, window after window
+    # every window reports the slot: wal_status, retained WAL and lag
+    assert result.slot is not None and result.slot.wal_status in ("reserved", "extended")
+    assert result.slot.lag_bytes is not None and result.slot.retained_bytes is not None
+
+
+def set_max_slot_wal_keep_size(p: Pipeline, value: str) -> None:
+    p.admin.autocommit = True
+    with p.admin.cursor() as cur:
+        cur.execute(f"ALTER SYSTEM SET max_slot_wal_keep_size = '{value}'")
+        cur.execute("SELECT pg_reload_conf()")
+        for _ in range(50):  # the reload reaches this backend's view of the setting shortly
+            cur.execute("SHOW max_slot_wal_keep_size")
+            row = cur.fetchone()
+            if row and row[0] == value:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"max_slot_wal_keep_size did not become {value}")
+
+
+def test_every_window_reports_the_slot_and_warns_before_it_is_at_risk(
+    stack: Any, pipe: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = pipe
+    execute(p, ["CREATE TABLE {s}.t (id int PRIMARY KEY)"])
+    with_tables(p, "t")
+    assert p.engine.run_window().status == "snapshot"
+    alerts = alerts_for(p, stack.env["dlq_url"])
+    execute(p, ["INSERT INTO {s}.t VALUES (1)"])
+    quiet = p.engine.run_window()
+    assert quiet.status == "applied" and quiet.slot is not None
+    assert quiet.slot.safe_wal_bytes is None  # the server keeps WAL for slots without limit
+    assert quiet.lag_s is not None and 0 <= quiet.lag_s < 600
+    as_dict = quiet.as_dict()
+    assert set(as_dict["slot"]) == {"wal_status", "retained_bytes", "safe_wal_bytes", "lag_bytes"}
+    alerts.after_window(quiet)
+
+    set_max_slot_wal_keep_size(p, "1GB")
+    try:
+        execute(p, ["INSERT INTO {s}.t VALUES (2)"])
+        limited = p.engine.run_window()
+        assert limited.slot is not None and limited.slot.safe_wal_bytes is not None
+        assert 0 < limited.slot.safe_wal_bytes < 2 * 1024**3  # 1 GB from the segment it is in
+        # the warning threshold (2 GiB by default) is above what this server lets the slot keep
+        with caplog.at_level(logging.WARNING, logger="cdc.alerts"):
+            alerts.after_window(limited)
+    finally:
+        set_max_slot_wal_keep_size(p, "-1")
+    warnings = [r.getMessage() for r in caplog.records if "replication slot at risk" in r.getMessage()]
+    assert len(warnings) == 1 and "max_slot_wal_keep_size" in warnings[0], warnings
+    assert alerts.delivery_errors == 0
+
+    cw = alerts.cloudwatch
+    assert cw is not None
+    now = datetime.now(UTC)
+
+    def values(metric: str) -> list[float]:
+        stats = cw.get_metric_statistics(
+            Namespace=alerts.namespace,
+            MetricName=metric,
+            Dimensions=[{"Name": "Pipeline", "Value": p.name}],
+            StartTime=now - timedelta(minutes=10),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum", "SampleCount"],
+        )
+        return [d["Maximum"] for d in stats["Datapoints"]]
+
+    assert max(values("SlotAtRisk")) == 1
+    assert values("SlotSafeWalBytes") and max(values("SlotSafeWalBytes")) < 2 * 1024**3
+    assert values("SlotRetainedBytes") and values("CommitLagSeconds")

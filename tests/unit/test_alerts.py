@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -14,7 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from cdc.alerts import Alerts, classify, dlq_message, emf_lines, window_metrics
 from cdc.logs import register_secret
-from cdc.model import WindowResult
+from cdc.model import SlotHealth, WindowResult
 
 DLQ = "https://sqs.us-east-1.amazonaws.com/123456789012/cdc-dlq"
 SECRET = "s3cr3t-pg-password-unit"
@@ -150,3 +151,53 @@ def test_emf_groups_datums_by_dimension_set() -> None:
     lines = emf_lines("CDC", window_metrics(APPLIED), 0)
     # base dims, base+Status, and one per (table, op) with rows
     assert len(lines) == 2 + 3
+
+
+@pytest.mark.parametrize(
+    ("health", "fragment"),
+    [
+        (SlotHealth("reserved", 10_000, None, 0), None),
+        (SlotHealth("reserved", 10_000, 5 * 1024**3, 0), None),
+        (SlotHealth("extended", 10_000, 1024**3, 0), "only 1,073,741,824 bytes of WAL"),
+        (SlotHealth("unreserved", 10_000, 0, 0), "wal_status is unreserved"),
+        (SlotHealth("lost", None, None, None), "wal_status is lost"),
+        (SlotHealth("reserved", 30 * 1024**3, None, 0), "without limit: the disk may fill"),
+    ],
+)
+def test_a_slot_is_at_risk_near_its_wal_limit_or_holding_too_much_wal(
+    health: SlotHealth, fragment: str | None
+) -> None:
+    risk = health.risk(2 * 1024**3, 20 * 1024**3)
+    assert risk is None if fragment is None else fragment in (risk or ""), risk
+
+
+def test_slot_and_lag_metrics_come_with_every_window_that_read_them() -> None:
+    result = dataclasses.replace(APPLIED, slot=SlotHealth("extended", 900, 1024, 700), lag_s=2.5)
+    by_name = {d["MetricName"]: d for d in window_metrics(result, slot_risk="near the limit")}
+    assert (by_name["SlotLagBytes"]["Value"], by_name["SlotRetainedBytes"]["Value"]) == (700, 900)
+    assert (by_name["SlotSafeWalBytes"]["Value"], by_name["SlotAtRisk"]["Value"]) == (1024, 1)
+    assert by_name["CommitLagSeconds"] == {
+        "MetricName": "CommitLagSeconds",
+        "Dimensions": [{"Name": "Pipeline", "Value": "shop"}],
+        "Value": 2.5,
+        "Unit": "Seconds",
+    }
+    quiet = {d["MetricName"] for d in window_metrics(APPLIED)}
+    assert not quiet & {"SlotAtRisk", "SlotRetainedBytes", "CommitLagSeconds"}
+    assert result.as_dict()["slot"] == {
+        "wal_status": "extended",
+        "retained_bytes": 900,
+        "safe_wal_bytes": 1024,
+        "lag_bytes": 700,
+    }
+
+
+def test_a_slot_at_risk_logs_a_warning_that_says_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    out = io.StringIO()
+    alerts = Alerts(None, None, None, "CDC", "shop", stdout=out, slot_warn_safe_wal_bytes=4096)
+    with caplog.at_level(logging.WARNING, logger="cdc.alerts"):
+        alerts.after_window(dataclasses.replace(APPLIED, slot=SlotHealth("reserved", 9, 1024, 9)))
+    (warning,) = [r.getMessage() for r in caplog.records if "at risk" in r.getMessage()]
+    assert "only 1,024 bytes" in warning and "max_slot_wal_keep_size" in warning
+    emitted = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["SlotAtRisk"] for e in emitted if "SlotAtRisk" in e] == [1]
