@@ -100,11 +100,46 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cdc.status import pipeline_status
+    from cdc.status import pipeline_status, render
 
     settings = _load(args)
     status = pipeline_status(settings)
-    _emit(args, status, "\n".join(f"{k:>22}: {v}" for k, v in status.items()))
+    _emit(args, status, render(status))
+    return 0 if status["status"] == "ok" else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cdc.check import run_checks
+
+    settings = _load(args)
+    report = run_checks(settings)
+    _emit(args, report.as_dict(), report.text())
+    return 0 if report.ok else 1
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from cdc.app import aws_client
+    from cdc.checkpoint import CheckpointStore
+    from cdc.model import Lsn
+    from cdc.prune import describe, prune
+    from cdc.stage import open_stage
+
+    try:
+        before = Lsn.parse(args.before)
+    except ValueError as exc:
+        raise ConfigError([f"--before: {exc}"]) from exc
+    settings = _load(args)
+    s3 = aws_client(settings, "s3") if settings.stage_url.startswith("s3://") else None
+    store = CheckpointStore(aws_client(settings, "dynamodb"), settings.checkpoint_table, settings.pipeline)
+    result = prune(
+        open_stage(settings.stage_url, s3),
+        store,
+        settings.pipeline,
+        before,
+        dry_run=args.dry_run,
+        lease_ttl_s=settings.lease_ttl_s,
+    )
+    _emit(args, result, describe(result))
     return 0
 
 
@@ -136,10 +171,39 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--json", action="store_true")
     snap.set_defaults(func=cmd_snapshot)
 
-    status = sub.add_parser("status", help="checkpoint, slot state and lag")
+    status = sub.add_parser(
+        "status",
+        help="checkpoint, slot state and lag, lease, last window, per-table rows and positions; "
+        "exit 1 when a part could not be read",
+    )
     status.add_argument("--config", required=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser(
+        "check",
+        help="preflight: prove every part is reachable and allowed, moving no data; exit 1 on any failure",
+    )
+    check.add_argument("--config", required=True)
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_check)
+
+    stage = sub.add_parser("stage", help="manage the staged windows and snapshots")
+    stage_actions = stage.add_subparsers(dest="action", required=True)
+    prune = stage_actions.add_parser(
+        "prune",
+        help="remove windows and snapshots before --before that neither the checkpoint nor a rebuild "
+        "from the latest snapshots needs (holds the lease)",
+    )
+    prune.add_argument("--config", required=True)
+    prune.add_argument(
+        "--before", required=True, help="LSN (X/Y or 16 hex digits): remove what ends before it"
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="list what would go and what is kept; delete nothing"
+    )
+    prune.add_argument("--json", action="store_true")
+    prune.set_defaults(func=cmd_stage)
 
     verify.register(sub)
     replay.register(sub)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cdc.checkpoint import Checkpoint, Lease
 from cdc.errors import CdcError, ConfigError, SchemaError
 from cdc.model import Lsn, WindowResult
+from cdc.progress import ProgressLine, bar, clock_text
 from cdc.snapshot.export import create_slot_with_snapshot, create_temporary_snapshot, drop_slot
 from cdc.snapshot.load import SnapshotLoader
 from cdc.snapshot.run import FinishedTable, SnapshotResult, run_snapshot
@@ -96,28 +97,24 @@ def snapshot_lsns(checkpoint: Checkpoint | None) -> dict[str, Lsn]:
 
 
 class ProgressPrinter:
-    """A one-line progress bar on a terminal (stderr), plain log lines otherwise."""
+    """Snapshot progress (a ``SnapshotProgress`` per step): a bar redrawn in place on a terminal
+    (stderr), plain lines otherwise; copy steps are throttled, load and done always show."""
 
     def __init__(self, stream: Any, tty: bool) -> None:
-        self.stream = stream
+        self.line = ProgressLine(stream, tty)
         self.tty = tty
-        self._last = 0.0
 
     def __call__(self, p: Any) -> None:
-        now = time.monotonic()
-        if p.phase == "copy" and now - self._last < (0.2 if self.tty else 10.0):
-            return
-        self._last = now
         rate = p.rows / p.elapsed_s if p.elapsed_s else 0.0
-        line = (
-            f"[{p.index + 1}/{p.tables}] {p.table}: {p.phase} {p.rows:,} rows, "
-            f"{p.bytes / 1e6:,.1f} MB, {p.parts} parts, {rate:,.0f} rows/s"
+        done = p.index + (1 if p.phase == "done" else 0)
+        text = (
+            f"{bar(done / p.tables if p.tables else 1.0, 12)} table {p.index + 1}/{p.tables} {p.table}: "
+            f"{p.phase} {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, {p.parts} parts, {rate:,.0f} rows/s, "
+            f"{clock_text(p.elapsed_s)}"
         )
-        if self.tty:
-            self.stream.write("\r\033[K" + line + ("\n" if p.phase == "done" else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.line.show(text, force=p.phase != "copy")
+        if p.phase == "done":
+            self.line.end()
 
 
 ProgressHook = Callable[[Any], None]

@@ -70,6 +70,11 @@ class Stage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete_keys(self, keys: list[str]) -> int:
+        """Remove these keys (relative to the root); a key that is already gone is no error.
+        Returns the number of keys removed (on S3: asked to remove; S3 does not say which existed)."""
+        ...
+
 
 def _spool_files(spool_dir: Path) -> list[tuple[Path, str]]:
     files = [p for p in Path(spool_dir).rglob("*") if p.is_file()]
@@ -143,6 +148,30 @@ class LocalStage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def delete_keys(self, keys: list[str]) -> int:
+        removed = 0
+        parents: set[Path] = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StageError(f"cannot delete {path} in local stage {self.url}: {exc}") from exc
+            parents.add(path.parent)
+        for parent in sorted(parents, key=lambda d: len(d.parts), reverse=True):
+            # directories left empty go too, up to (not including) the pipeline's own directory
+            while parent.parent != self.root and parent != self.root and _empty_dir(parent):
+                parent.rmdir()
+                parent = parent.parent
+        return removed
+
+
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
 
 def _copy(src: Any, dst: Any) -> None:
     while chunk := src.read(1 << 20):
@@ -161,6 +190,7 @@ _DENIED_CODES = frozenset({
 })
 # fmt: on
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys per request
 
 
 class S3Stage:
@@ -265,6 +295,33 @@ class S3Stage:
                 return False
             raise error from exc
         return True
+
+    def delete_keys(self, keys: list[str]) -> int:
+        removed = 0
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [self._key(k) for k in keys[start : start + _DELETE_BATCH]]
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self._error(exc, "delete from", batch[0]) from exc
+            errors = resp.get("Errors") or []
+            if errors:
+                first = errors[0]
+                code = str(first.get("Code", ""))
+                hint = (
+                    f"grant the role s3:DeleteObject on bucket {self.bucket!r}"
+                    if code in _DENIED_CODES
+                    else "retry; nothing outside these keys was touched"
+                )
+                where = f"s3://{self.bucket}/{first.get('Key')}"
+                raise StagePermanentError(
+                    f"delete from s3://{self.bucket}: {len(errors)} of {len(batch)} keys were not deleted, "
+                    f"first {where} ({code}: {first.get('Message', '')}); {hint}"
+                )
+            removed += len(batch)
+        return removed
 
 
 def open_stage(url: str, s3_client: Any = None) -> Stage:

@@ -13,6 +13,7 @@ from typing import Any
 from cdc import settings as settings_mod
 from cdc.alerts import startup_failure
 from cdc.app import build_alerts, build_engine, report_window
+from cdc.check import run_checks
 from cdc.errors import CdcError, ConfigError, TransientError
 from cdc.logs import setup_logging
 from cdc.secrets import VaultSecrets
@@ -40,10 +41,11 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     event = event or {}
     mode = event.get("mode", "incremental")
     tables = event.get("tables") or []
-    if mode not in ("incremental", "snapshot") or not isinstance(tables, list):
+    if mode not in ("incremental", "snapshot", "check") or not isinstance(tables, list):
         message = (
             f"unsupported event {json.dumps(event)[:200]}: use {{}} (scheduled), "
-            '{"mode": "snapshot"} or {"mode": "snapshot", "tables": ["schema.table", ...]}'
+            '{"mode": "snapshot"}, {"mode": "snapshot", "tables": ["schema.table", ...]} or '
+            '{"mode": "check"} (preflight)'
         )
         log.error("unsupported event", extra={"error": message})
         return {
@@ -51,6 +53,8 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             "status": "failed",
             "error": {"class": "ConfigError", "message": message},
         }
+    if mode == "check":
+        return _check(settings)
     time_left = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         time_left = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
@@ -71,3 +75,15 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         return result.as_dict()
     finally:
         engine.close()
+
+
+def _check(settings: settings_mod.Settings) -> dict[str, Any]:
+    """The preflight (``cdc check``) as a deployment's smoke test: moves no data; ``status`` is
+    ``ok`` or ``failed`` with every item's detail and fix."""
+    report = run_checks(settings, _vault(settings))
+    result = report.as_dict()
+    log.info(
+        "preflight",
+        extra={"pipeline": settings.pipeline, "status": result["status"], "failed": result["failed"]},
+    )
+    return result

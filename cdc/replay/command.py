@@ -38,9 +38,11 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
         sys.stderr.write(human.rstrip() + "\n")
 
 
-def _progress(line: str) -> None:
-    sys.stderr.write(line.rstrip() + "\n")
-    sys.stderr.flush()
+def _progress(args: argparse.Namespace) -> Any:
+    """Replay progress on stderr: a bar on a terminal, one plain line per window otherwise."""
+    from cdc.progress import ProgressLine, WorkProgress
+
+    return WorkProgress(ProgressLine(sys.stderr, tty=sys.stderr.isatty() and not args.json), "window")
 
 
 def _lsn(text: str) -> Lsn:
@@ -106,7 +108,7 @@ def run_replay(
                 tables=tables,
                 dry_run=args.dry_run,
                 allow_gaps=args.allow_gaps,
-                progress=_progress,
+                progress=_progress(args),
             )
         else:
             if args.from_checkpoint:
@@ -128,7 +130,7 @@ def run_replay(
                 tables=set(tables) or None,
                 dry_run=args.dry_run,
                 allow_gaps=args.allow_gaps,
-                progress=_progress,
+                progress=_progress(args),
             )
     except ReplayRefused as exc:
         _emit(args, {"pipeline": settings.pipeline, "status": "refused", "problems": exc.problems}, str(exc))

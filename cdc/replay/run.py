@@ -17,6 +17,7 @@ from typing import Any
 from cdc.checkpoint import CheckpointStore
 from cdc.errors import CdcError, PermanentError
 from cdc.model import Lsn
+from cdc.progress import WorkProgress
 from cdc.replay.plan import (
     WindowDir,
     list_window_dirs,
@@ -29,8 +30,6 @@ from cdc.settings import Settings
 from cdc.stage import ManifestCorrupt, Stage, StageObjectMissing, read_manifest, staged_tables
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
 
 
 class ReplayRefused(PermanentError):
@@ -146,21 +145,30 @@ def _apply_window(sink: Any, pw: PlannedWindow) -> dict[str, Any]:
     return applied
 
 
+def staged_rows(pw: PlannedWindow) -> int:
+    return sum(int(e["rows"]) for e in pw.entries)
+
+
 def apply_windows(
-    sink: Any, plan: Plan, progress: Progress, renew: Callable[[], None] | None = None
+    sink: Any, plan: Plan, progress: WorkProgress, renew: Callable[[], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Apply the planned windows in LSN order; one progress line per window."""
+    """Apply the planned windows in LSN order, reporting each to ``progress`` (windows, rows,
+    rate and time left by the staged row counts)."""
     done = []
-    for n, pw in enumerate(plan.windows, 1):
+    progress.start(len(plan.windows), sum(staged_rows(pw) for pw in plan.windows))
+    for pw in plan.windows:
         if renew is not None:
             renew()
         applied = _apply_window(sink, pw)
         rows = sum(v["loaded"] for v in applied.values())
-        progress(
-            f"window {n}/{len(plan.windows)} {pw.window.name} ({pw.window.start} -> {pw.window.end}): "
-            f"{len(applied)} tables, {rows} rows applied"
+        progress.advance(
+            staged_rows(pw),
+            f"{pw.window.name} ({pw.window.start} -> {pw.window.end}): "
+            f"{len(applied)} tables, {rows} rows applied",
+            label=pw.window.name,
         )
         done.append({**pw.as_dict(), "applied": applied})
+    progress.finish()
     return done
 
 
@@ -223,7 +231,7 @@ def replay(
     tables: set[str] | None,
     dry_run: bool,
     allow_gaps: bool,
-    progress: Progress,
+    progress: WorkProgress,
 ) -> dict[str, Any]:
     plan = plan_windows(stage, settings.pipeline, start, end, tables, allow_gaps=allow_gaps)
     result: dict[str, Any] = {
@@ -238,12 +246,12 @@ def replay(
         "notes": plan.notes,
     }
     for note in plan.notes:
-        progress(f"note: {note}")
+        progress.note(f"note: {note}")
     if dry_run:
         for n, pw in enumerate(plan.windows, 1):
             d = pw.as_dict()
             tables_text = ", ".join(f"{t} {v['rows']} rows" for t, v in d["tables"].items()) or "no tables"
-            progress(
+            progress.note(
                 f"window {n}/{len(plan.windows)} {d['window']} ({d['start_lsn']} -> {d['end_lsn']}): "
                 f"{tables_text}"
             )
@@ -263,7 +271,7 @@ def rebuild(
     tables: list[str],
     dry_run: bool,
     allow_gaps: bool,
-    progress: Progress,
+    progress: WorkProgress,
 ) -> dict[str, Any]:
     """Load each table from its latest staged snapshot, then re-apply every later staged window."""
     from cdc.snapshot.load import SnapshotLoader  # imports Snowflake: only when rebuilding
@@ -302,7 +310,7 @@ def rebuild(
     }
     if dry_run:
         for table, _prefix, manifest, entries, plan in prepared:
-            progress(
+            progress.note(
                 f"{table}: snapshot {manifest['snapshot_id']} at {manifest['lsn']} "
                 f"({entries[0]['rows']} rows), "
                 f"then {len(plan.windows)} windows"
@@ -317,7 +325,7 @@ def rebuild(
         for table, prefix, manifest, entries, plan in prepared:
             staged = next(s for s in staged_tables(manifest) if s.table.qualified == table)
             loaded = loader.load(staged, f"{prefix}/{staged.stage_dir}", token=uuid.uuid4().hex[:10].upper())
-            progress(
+            progress.note(
                 f"{table}: loaded snapshot {manifest['snapshot_id']} ({loaded.rows} rows) "
                 f"into {loaded.target}"
             )
