@@ -240,26 +240,6 @@ def _mark_failed(stopped: dict[str, Any], names: tuple[str, ...], failure: CdcEr
             }
 
 
-def _record_failed_resnapshot(
-    engine: Engine,
-    window_id: str,
-    lease: Lease,
-    checkpoint: Checkpoint,
-    names: tuple[str, ...],
-    failure: CdcError,
-) -> None:
-    stopped = dict(checkpoint.extra.get("stopped_tables") or {})
-    _mark_failed(stopped, names, failure)
-    engine.store.save(
-        lsn=checkpoint.lsn,
-        slot=engine.source.slot,
-        window_id=window_id,
-        lease=lease,
-        expected=checkpoint,
-        extra={**checkpoint.extra, "stopped_tables": stopped},
-    )
-
-
 def _mappable(tables: list[Any]) -> tuple[list[Any], dict[str, dict[str, str]]]:
     """The tables that map onto Snowflake, and the others with the reason: they stop, the rest go on."""
     good, stopped = [], {}
@@ -292,13 +272,6 @@ def run_tables(
     settings = engine.settings
     params = engine.source.conn_params
     auto = reason == AUTO_RESNAPSHOT
-    try:
-        catalog = engine.source.catalog()
-        tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
-    except CdcError as exc:
-        if auto:
-            _record_failed_resnapshot(engine, window_id, lease, checkpoint, names, exc)
-        raise
     finished: list[FinishedTable] = []
 
     def record(failure: CdcError | None = None) -> None:
@@ -320,6 +293,8 @@ def run_tables(
         )
 
     try:
+        catalog = engine.source.catalog()
+        tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
         with create_temporary_snapshot(params, f"cdc_snap_{settings.pipeline}") as snap:
             result = _copy(engine, snap, tables, progress, finished.append)
     except CdcError as exc:

@@ -206,3 +206,31 @@ def test_configured_key_for_a_table_without_primary_key(p: Pipeline) -> None:
     sync(p)
     assert [(r["code"], r["v"]) for r in target(p, "logs")] == [("a", 3)]
     assert source(p, "SELECT count(*) FROM {s}.logs") == [(1,)]
+
+
+def test_an_automatic_re_snapshot_that_fails_is_not_tried_again_and_says_why(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.good (id int PRIMARY KEY)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.bad VALUES (1, '5')")
+    sync(p)
+    sql(
+        p,
+        "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer",
+        "INSERT INTO {s}.bad VALUES (2, 6)",
+    )
+    stopped = p.engine.run_window()
+    assert f"{p.schema}.bad" in stopped.stopped_tables and not stopped.caught_up
+    sql(p, "DROP TABLE {s}.bad")  # nothing left to copy: the re-snapshot fails
+    failed = p.engine.run_window()
+    assert (failed.status, failed.error and failed.error["class"]) == ("failed", "ConfigError")
+    checkpoint = p.store.load()
+    assert checkpoint is not None
+    record = checkpoint.extra["stopped_tables"][f"{p.schema}.bad"]
+    assert record["resnapshot_failed"].startswith("ConfigError: ")
+    # the next run replicates the other tables again; the stop stays, with the failure
+    sql(p, "INSERT INTO {s}.good VALUES (1)")
+    results = sync(p)
+    assert all(r["mode"] == "incremental" for r in results)
+    assert f"{p.schema}.bad" in results[-1]["stopped_tables"]
+    assert any("the automatic re-snapshot failed: ConfigError" in n for n in results[0]["notes"])
+    assert_equal(p, "good")
