@@ -167,6 +167,11 @@ FIELDS: tuple[Field, ...] = (
     Field("lease_ttl_s", "int", 900),
     # alerts
     Field("dlq_url", "str", doc="SQS queue for windows that failed for good; unset: none is sent."),
+    Field(
+        "alarm_topic_arn",
+        "str",
+        doc="SNS topic the alarms notify (deployed by Terraform); cdc check verifies it.",
+    ),
     Field("metrics_namespace", "str", "CDC", doc="CloudWatch namespace of the window metrics."),
     Field(
         "metrics_mode",
@@ -237,6 +242,7 @@ class Settings:
     part_max_rows: int
     lease_ttl_s: int
     dlq_url: str | None
+    alarm_topic_arn: str | None
     metrics_namespace: str
     metrics_mode: str
     log_level: str

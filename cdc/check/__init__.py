@@ -160,6 +160,7 @@ def run_checks(settings: Settings, secrets: Any = None) -> CheckReport:
     else:
         checks.skip("snowflake", "needs the Snowflake secret from Vault (see the vault items)")
     services.check_sqs(checks, settings)
+    services.check_sns(checks, settings)
     services.check_cloudwatch(checks, settings)
     report.duration_s = time.monotonic() - started
     return report

@@ -365,6 +365,27 @@ def check_sqs(checks: Checks, settings: Settings) -> None:
     )
 
 
+def check_sns(checks: Checks, settings: Settings) -> None:
+    from cdc.app import aws_client
+
+    arn = settings.alarm_topic_arn
+    if not arn:
+        checks.skip("sns.alarm_topic", "alarm_topic_arn is not set: the alarms' topic is not checked")
+        return
+
+    def step() -> str:
+        attrs = aws_client(settings, "sns").get_topic_attributes(TopicArn=arn)["Attributes"]
+        confirmed = int(attrs.get("SubscriptionsConfirmed", "0") or 0)
+        note = "" if confirmed else "; nobody is subscribed yet: alarms reach no one"
+        return f"{arn} exists with {confirmed} confirmed subscription(s){note}"
+
+    checks.run(
+        "sns.alarm_topic",
+        step,
+        "create the topic or fix alarm_topic_arn (CDC_ALARM_TOPIC_ARN), and grant sns:GetTopicAttributes",
+    )
+
+
 def check_cloudwatch(checks: Checks, settings: Settings) -> None:
     from cdc.app import aws_client
 

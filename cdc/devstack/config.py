@@ -50,6 +50,7 @@ pipeline = {q(b.PIPELINE)}
 stage_url = {q(ctx.stage_dir.as_uri())}
 checkpoint_table = {q(b.CHECKPOINT_TABLE)}
 dlq_url = {q(moto["dlq_url"])}
+alarm_topic_arn = {q(moto["sns_topic_arn"])}
 metrics_namespace = "CDC"
 
 [source]

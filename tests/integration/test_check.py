@@ -43,6 +43,7 @@ EVERY_CHECK = [
     "snowflake.merge",
     "snowflake.stage",
     "sqs.dead_letter_queue",
+    "sns.alarm_topic",
     "cloudwatch.metrics",
 ]
 
@@ -184,13 +185,17 @@ def test_missing_bucket_table_and_stage_are_named(p: Pipeline) -> None:
         stage_url=f"s3://{bucket}/cdc",
         checkpoint_table="no-such-checkpoints",
         snowflake_stage="CDC_DEMO.CDC_LOAD.NO_SUCH_STAGE",
+        alarm_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic",
     )
     report = run_checks(settings)
     assert [i.name for i in report.failed] == [
         "stage.write_read",
         "dynamodb.checkpoint_table",
         "snowflake.stage",
+        "sns.alarm_topic",
     ]
+    topic = report.item("sns.alarm_topic")
+    assert "NotFound" in topic.detail and topic.fix is not None and "CDC_ALARM_TOPIC_ARN" in topic.fix
     stage = report.item("stage.write_read")
     assert stage.detail.startswith(
         f"StagePermanentError: write s3://{bucket}/cdc/{p.name}/_check/probe.txt: bucket '{bucket}' does not exist"
