@@ -76,7 +76,16 @@ def build_sink(settings: Settings, secrets: VaultSecrets) -> SnowflakeSink:
     creds = secrets.snowflake_credentials()
     password = creds.password.reveal() if creds.password else ""
     register_secret(password)
-    return SnowflakeSink.connect(settings, creds.user, password)
+    passphrase = creds.extra.get("private_key_passphrase")
+    if passphrase:
+        register_secret(passphrase.reveal())
+    return SnowflakeSink.connect(
+        settings,
+        creds.user,
+        password,
+        private_key=creds.extra.get("private_key"),
+        private_key_passphrase=passphrase,
+    )
 
 
 def build_engine(

@@ -1,13 +1,17 @@
 """Credentials from HashiCorp Vault (or OpenBao) through hvac.
 
-Login by token, AppRole or AWS IAM (a signed ``sts:GetCallerIdentity`` built from the Lambda's
-own credentials). Secrets are KV v2 entries, read once per instance: a warm Lambda keeps the
-instance and does not ask Vault again. Values are wrapped in ``Secret`` as soon as they arrive;
-only field names are ever logged.
+Login by token, AppRole or AWS IAM (an ``sts:GetCallerIdentity`` request signed with botocore's
+SigV4 from the Lambda's own credentials, which Vault replays to STS to learn the caller's ARN).
+The token is kept with the instance and the login repeated when less than a minute of it is
+left. Secrets are KV v2 entries, read once per instance: a warm Lambda keeps the instance and
+does not ask Vault again. Values are wrapped in ``Secret`` as soon as they arrive; only field
+names are ever logged.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import hvac
 import hvac.exceptions
 import requests
@@ -26,9 +32,12 @@ from cdc.settings import Secret, Settings
 log = logging.getLogger(__name__)
 
 RELOGIN_MARGIN_S = 60.0
-# hvac's IAM login always signs a request for the global STS endpoint (https://sts.amazonaws.com/),
-# which only accepts signatures scoped to us-east-1; Vault's default sts_endpoint is that endpoint.
+# The signed request targets the global STS endpoint, Vault's default sts_endpoint, which only
+# accepts signatures scoped to us-east-1.
+STS_URL = "https://sts.amazonaws.com/"
 STS_SIGNING_REGION = "us-east-1"
+STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
+SERVER_ID_HEADER = "X-Vault-AWS-IAM-Server-ID"
 
 _AUTH_REFUSED = (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized, hvac.exceptions.InvalidRequest)
 _UNAVAILABLE = (
@@ -51,6 +60,37 @@ class Credentials:
 def needs_login(expires_at: float | None, now: float, margin: float = RELOGIN_MARGIN_S) -> bool:
     """True when a token that expires at ``expires_at`` (None: never) has less than ``margin`` left."""
     return expires_at is not None and expires_at - now < margin
+
+
+def iam_login_payload(credentials: Any, role: str | None, server_id: str | None = None) -> dict[str, str]:
+    """The body of Vault's ``auth/<mount>/login`` for the AWS IAM method.
+
+    ``credentials`` has ``access_key``, ``secret_key`` and ``token`` (botocore's frozen
+    credentials). The request is signed, never sent: Vault sends it to STS. The secret key only
+    goes into the signature; the session token is one of the signed headers, as STS requires.
+    """
+    headers = {
+        "Host": "sts.amazonaws.com",
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+    }
+    if server_id:
+        headers[SERVER_ID_HEADER] = server_id  # signed too: binds the request to this Vault
+    request = botocore.awsrequest.AWSRequest(method="POST", url=STS_URL, data=STS_BODY, headers=headers)
+    botocore.auth.SigV4Auth(credentials, "sts", STS_SIGNING_REGION).add_auth(request)
+    signed = {k: [str(v)] for k, v in request.headers.items()}
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    payload = {
+        "iam_http_request_method": "POST",
+        "iam_request_url": b64(STS_URL),
+        "iam_request_body": b64(STS_BODY),
+        "iam_request_headers": b64(json.dumps(signed)),
+    }
+    if role:
+        payload["role"] = role
+    return payload
 
 
 class VaultSecrets:
@@ -139,17 +179,10 @@ class VaultSecrets:
                 "Vault auth method is aws but no AWS credentials were found (Lambda role, environment "
                 "or profile); the IAM login signs sts:GetCallerIdentity with them"
             )
+        s = self._settings
         frozen = credentials.get_frozen_credentials()
-        resp = self._client.auth.aws.iam_login(
-            frozen.access_key,
-            frozen.secret_key,
-            frozen.token,
-            header_value=self._settings.vault_aws_server_id,
-            role=self._settings.vault_aws_role,
-            use_token=True,
-            region=STS_SIGNING_REGION,
-            mount_point=self._settings.vault_aws_mount,
-        )
+        payload = iam_login_payload(frozen, s.vault_aws_role, s.vault_aws_server_id)
+        resp = self._client.adapter.login(f"/v1/auth/{s.vault_aws_mount}/login", json=payload)
         return int(resp["auth"].get("lease_duration") or 0)
 
     @contextmanager
@@ -232,15 +265,23 @@ class VaultSecrets:
         return Credentials(user=user, password=password, extra=_rest(fields))
 
     def snowflake_credentials(self) -> Credentials:
-        """Snowflake credentials: ``user`` (or ``username``) and ``password`` or ``private_key``."""
+        """Snowflake credentials: ``user`` (or ``username``) and ``password``, or ``private_key``
+        (PKCS#8 PEM, in ``extra``) with an optional ``private_key_passphrase`` if it is encrypted.
+        A key pair wins over a password when the secret holds both."""
         path = self._settings.vault_snowflake_path
         fields = self.read(path)
         user = self._user(path, fields)
+        mount = self._settings.vault_kv_mount
         if "password" not in fields and "private_key" not in fields:
             raise SecretsError(
                 f"secret {self._where(path)} has neither field 'password' nor 'private_key' (fields "
                 f"present: {', '.join(sorted(fields)) or 'none'}); add one, e.g. "
-                f"`bao kv patch -mount={self._settings.vault_kv_mount} {path} private_key=@key.p8`"
+                f"`bao kv patch -mount={mount} {path} private_key=@rsa_key.p8`"
+            )
+        if "private_key_passphrase" in fields and "private_key" not in fields:
+            raise SecretsError(
+                f"secret {self._where(path)} has 'private_key_passphrase' but no 'private_key'; add the "
+                f"key (`bao kv patch -mount={mount} {path} private_key=@rsa_key.p8`) or remove the passphrase"
             )
         return Credentials(user=user, password=fields.get("password"), extra=_rest(fields))
 

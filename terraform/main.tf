@@ -1,5 +1,6 @@
-# Root module: the shared network, endpoints and state, then per pipeline its alerting and Lambda.
-# Read modules/ in this order: network -> endpoints -> state -> alerting -> pipeline.
+# Root module: the shared network, endpoints, state and Lambda package, then per pipeline its
+# alerting and Lambda. Read modules/ in this order: network -> endpoints -> state -> package ->
+# alerting -> pipeline.
 
 module "network" {
   source = "./modules/network"
@@ -28,10 +29,34 @@ module "endpoints" {
 }
 
 module "state" {
-  source               = "./modules/state"
-  name                 = var.name
-  stage_retention_days = var.stage_retention_days
-  tags                 = var.tags
+  source                 = "./modules/state"
+  name                   = var.name
+  stage_retention_days   = var.stage_retention_days
+  create_artifact_bucket = var.package_source == "upload" && var.package_s3_bucket == null
+  tags                   = var.tags
+
+  snowflake_storage_iam_user_arn = var.snowflake_storage_iam_user_arn
+  snowflake_storage_external_id  = var.snowflake_storage_external_id
+}
+
+# The Lambda zip in S3, shared by every pipeline: uploaded from package_path ("upload") or an
+# object uploaded beforehand ("s3").
+module "package" {
+  source         = "./modules/package"
+  count          = contains(["upload", "s3"], var.package_source) ? 1 : 0
+  name           = var.name
+  bucket         = var.package_s3_bucket != null ? var.package_s3_bucket : module.state.artifact_bucket
+  package_path   = var.package_source == "upload" ? var.package_path : null
+  key            = var.package_s3_key
+  object_version = var.package_source == "s3" ? var.package_s3_object_version : null
+  source_hash    = var.package_source == "s3" ? var.package_source_hash : null
+  architecture   = var.architecture
+  kms_key_arn    = var.package_s3_bucket == null ? module.state.kms_key_arn : null
+  tags           = var.tags
+}
+
+locals {
+  package = length(module.package) > 0 ? module.package[0] : null
 }
 
 module "alerting" {
@@ -52,11 +77,17 @@ module "pipeline" {
 
   name         = var.name
   pipeline     = each.key
-  package_path = var.package_path
   architecture = var.architecture
   timeout_s    = each.value.timeout_s
   memory_mb    = each.value.memory_mb
   lease_ttl_s  = each.value.timeout_s + 60
+
+  package_s3_bucket         = local.package == null ? null : local.package.s3_bucket
+  package_s3_key            = local.package == null ? null : local.package.s3_key
+  package_s3_object_version = local.package == null ? null : local.package.s3_object_version
+  package_source_hash       = local.package == null ? null : local.package.source_code_hash
+  package_path              = var.package_source == "file" ? var.package_path : null
+  image_uri                 = var.package_source == "image" ? var.image_uri : null
 
   schedule_expression = each.value.schedule_expression
 

@@ -85,6 +85,18 @@ variable "snowflake_privatelink_hostnames" {
   type        = list(string)
 }
 
+variable "snowflake_storage_iam_user_arn" {
+  description = "STORAGE_AWS_IAM_USER_ARN of the Snowflake storage integration (DESC INTEGRATION); null until the integration exists (deploy/snowflake_admin.sql, step 1): the role Snowflake reads the stage with is created once it is set."
+  type        = string
+  default     = null
+}
+
+variable "snowflake_storage_external_id" {
+  description = "STORAGE_AWS_EXTERNAL_ID of the Snowflake storage integration; required with snowflake_storage_iam_user_arn."
+  type        = string
+  default     = null
+}
+
 variable "stage_retention_days" {
   description = "Days staged windows and snapshots are kept in the S3 stage."
   type        = number
@@ -103,10 +115,57 @@ variable "alert_emails" {
   default     = []
 }
 
+variable "package_source" {
+  description = <<-EOT
+    Where the Lambda code comes from. upload (default): Terraform uploads package_path to S3 (the
+    artifact bucket it creates, or package_s3_bucket) and deploys from there; s3: an object uploaded
+    beforehand (package_s3_bucket, package_s3_key, optionally package_s3_object_version and
+    package_source_hash); file: direct upload of package_path (only below Lambda's 50 MB limit);
+    image: the container image image_uri.
+  EOT
+  type        = string
+  default     = "upload"
+
+  validation {
+    condition     = contains(["upload", "s3", "file", "image"], var.package_source)
+    error_message = "package_source must be upload, s3, file or image."
+  }
+}
+
 variable "package_path" {
-  description = "Lambda zip built by tools/package.sh."
+  description = "Lambda zip built by tools/package.sh (package_source upload or file)."
   type        = string
   default     = "../build/lambda.zip"
+}
+
+variable "package_s3_bucket" {
+  description = "Bucket of the package: required with package_source = s3; with upload, an existing bucket to upload to instead of creating one."
+  type        = string
+  default     = null
+}
+
+variable "package_s3_key" {
+  description = "S3 key of the package: required with package_source = s3; with upload, default lambda/<name>/lambda-<architecture>.zip."
+  type        = string
+  default     = null
+}
+
+variable "package_s3_object_version" {
+  description = "package_source = s3: object version to deploy; null: the object's current version."
+  type        = string
+  default     = null
+}
+
+variable "package_source_hash" {
+  description = "package_source = s3: base64 SHA-256 of the zip (build/lambda.zip.base64sha256); optional."
+  type        = string
+  default     = null
+}
+
+variable "image_uri" {
+  description = "package_source = image: ECR image URI of the package (Lambda Python base image, tree in /var/task)."
+  type        = string
+  default     = null
 }
 
 variable "architecture" {

@@ -1,4 +1,5 @@
-"""VaultSecrets against a real OpenBao dev server (Vault API: token, AppRole, KV v2)."""
+"""VaultSecrets against a real OpenBao dev server (Vault API: token, AppRole, KV v2), and a
+Snowflake key pair read from the devstack's OpenBao reaching its Snowflake stand-in."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from typing import Any
 import hvac
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cdc import settings as cdc_settings
+from cdc.app import build_sink
 from cdc.errors import AuthError, SecretsError, SecretsUnavailable
 from cdc.secrets import Credentials, VaultSecrets
 from cdc.settings import Secret, Settings
@@ -255,3 +259,39 @@ def test_token_login_remembers_expiry_of_a_short_token(bao: Bao) -> None:
     )
     vault.login()
     assert vault._expires_at is not None and 1000 < vault._expires_at <= 1030
+
+
+def test_snowflake_key_pair_from_openbao_connects_to_the_stand_in(
+    stack: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An encrypted PKCS#8 key and its passphrase, stored in the devstack's OpenBao, go through
+    VaultSecrets and the sink's connect to a working connection (fakesnow accepts the JWT)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    passphrase = "kp-" + secrets.token_hex(8)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    ).decode()
+    path = "cdc/snowflake-keypair-" + secrets.token_hex(4)
+    settings = stack.settings.replace(vault_snowflake_path=path)
+    admin = hvac.Client(url=stack.env["vault_addr"], token=stack.env["vault_token"], timeout=10)
+    admin.secrets.kv.v2.create_or_update_secret(
+        path=path,
+        secret={"user": "CDC_KEYPAIR", "private_key": pem, "private_key_passphrase": passphrase},
+        mount_point=settings.vault_kv_mount,
+    )
+    caplog.set_level("DEBUG")
+    try:
+        sink = build_sink(settings, VaultSecrets.from_settings(settings))
+        try:
+            cur = sink.connection.cursor()
+            assert cur.execute("SELECT 6 * 7 AS answer").fetchall() == [(42,)]
+        finally:
+            sink.close()
+    finally:
+        admin.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=settings.vault_kv_mount)
+    (record,) = [r for r in caplog.records if r.getMessage() == "connecting to Snowflake"]
+    assert (record.auth, record.user) == ("key_pair", "CDC_KEYPAIR")  # type: ignore[attr-defined]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert passphrase not in logged and "PRIVATE KEY" not in logged

@@ -20,9 +20,9 @@ import hvac
 import pytest
 
 from cdc import settings as cdc_settings
-from cdc.errors import AuthError
-from cdc.secrets import RELOGIN_MARGIN_S, VaultSecrets, needs_login
-from cdc.settings import Settings
+from cdc.errors import AuthError, SecretsError
+from cdc.secrets import RELOGIN_MARGIN_S, Credentials, VaultSecrets, iam_login_payload, needs_login
+from cdc.settings import Secret, Settings
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -268,3 +268,66 @@ def test_token_without_expiry_is_not_renewed(vault: FakeVault) -> None:
     clock[0] += 1e9
     secrets.read("cdc/b")
     assert len(vault.logins()) == 1
+
+
+def test_snowflake_key_pair_secret_returns_key_and_passphrase_wrapped(vault: FakeVault) -> None:
+    vault.routes["/v1/auth/aws-prod/login"] = _login_ok(900)
+    pem = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHz\n-----END ENCRYPTED PRIVATE KEY-----"
+    vault.routes["/v1/secret/data/cdc/snowflake"] = _kv(
+        {"user": "CDC_LOADER", "private_key": pem, "private_key_passphrase": "pp-3391", "role": "LOADER"}
+    )
+    secrets = VaultSecrets(hvac.Client(url=vault.addr), _settings(vault.addr), boto_session=_boto_session())
+    creds = secrets.snowflake_credentials()
+    assert creds == Credentials(
+        user="CDC_LOADER",
+        password=None,
+        extra={
+            "private_key": Secret(pem),
+            "private_key_passphrase": Secret("pp-3391"),
+            "role": Secret("LOADER"),
+        },
+    )
+    assert "pp-3391" not in repr(creds) and "MIIFHz" not in repr(creds)
+
+
+def test_snowflake_passphrase_without_key_is_secrets_error(vault: FakeVault) -> None:
+    vault.routes["/v1/auth/aws-prod/login"] = _login_ok(900)
+    vault.routes["/v1/secret/data/cdc/snowflake"] = _kv(
+        {"user": "CDC_LOADER", "password": "pw-7720", "private_key_passphrase": "pp-3391"}
+    )
+    secrets = VaultSecrets(hvac.Client(url=vault.addr), _settings(vault.addr), boto_session=_boto_session())
+    with pytest.raises(SecretsError) as info:
+        secrets.snowflake_credentials()
+    message = str(info.value)
+    assert message == (
+        f"secret 'cdc/snowflake' (KV v2 mount 'secret', Vault at {vault.addr}) has 'private_key_passphrase' "
+        "but no 'private_key'; add the key (`bao kv patch -mount=secret cdc/snowflake "
+        "private_key=@rsa_key.p8`) or remove the passphrase"
+    )
+    assert "pp-3391" not in message and "pw-7720" not in message
+
+
+def test_iam_login_payload_signs_the_server_id_and_never_carries_the_secret_key() -> None:
+    creds = _boto_session().get_credentials().get_frozen_credentials()
+    payload = iam_login_payload(creds, "cdc-lambda", "vault.example.com")
+    assert sorted(payload) == [
+        "iam_http_request_method",
+        "iam_request_body",
+        "iam_request_headers",
+        "iam_request_url",
+        "role",
+    ]
+    headers = {k: v[0] for k, v in json.loads(base64.b64decode(payload["iam_request_headers"])).items()}
+    signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert signed == [
+        "content-type",
+        "host",
+        "x-amz-date",
+        "x-amz-security-token",
+        "x-vault-aws-iam-server-id",
+    ]
+    assert (
+        SECRET_KEY not in json.dumps(payload)
+        and SECRET_KEY not in base64.b64decode(payload["iam_request_headers"]).decode()
+    )
+    assert "role" not in iam_login_payload(creds, None)

@@ -1,5 +1,12 @@
 # A complete deployment: the diagram's network, one pipeline. Build the package first:
-#   ARCH=x86_64 tools/package.sh   (writes build/lambda.zip)
+#   make package ARCH=x86_64   (writes build/lambda.zip and reports its size)
+# Terraform uploads it to the artifact bucket it creates and deploys the functions from there
+# (package_source = "upload"). To deploy a zip a CI job uploaded instead:
+#   package_source            = "s3"
+#   package_s3_bucket         = "my-artifacts"
+#   package_s3_key            = "cdc/lambda-x86_64.zip"
+#   package_source_hash       = file("../../../build/lambda.zip.base64sha256")
+# After `terraform apply`, run the smoke test printed as pipelines.orders.check_invoke_command.
 terraform {
   required_version = ">= 1.5"
   required_providers {
@@ -14,9 +21,11 @@ provider "aws" {
 module "cdc" {
   source = "../.."
 
-  name         = "cdc-prod"
-  azs          = ["us-east-1a", "us-east-1b"]
-  package_path = "${path.module}/../../../build/lambda.zip"
+  name           = "cdc-prod"
+  azs            = ["us-east-1a", "us-east-1b"]
+  architecture   = "x86_64" # ARCH of make package
+  package_source = "upload"
+  package_path   = "${path.module}/../../../build/lambda.zip"
 
   db_security_group_id = "sg-0123456789abcdef0"
   source_host          = "orders.cluster-abc.us-east-1.rds.amazonaws.com"
@@ -33,6 +42,10 @@ module "cdc" {
 
   alert_emails = ["data-oncall@example.com"]
 
+  # Step 2 of deploy/snowflake_admin.sql: from DESC INTEGRATION CDC_S3, then apply again.
+  # snowflake_storage_iam_user_arn = "arn:aws:iam::123456789012:user/abc0-s-v2st1234"
+  # snowflake_storage_external_id  = "the STORAGE_AWS_EXTERNAL_ID you chose"
+
   pipelines = {
     orders = {
       source_database      = "orders"
@@ -43,11 +56,33 @@ module "cdc" {
       snowflake_database   = "RAW"
       snowflake_stage      = "RAW.CDC_LOAD.CDC_STAGE"
       snowflake_warehouse  = "CDC_WH"
+      snowflake_role       = "CDC_LOADER"
       schedule_expression  = "rate(5 minutes)"
     }
   }
 }
 
 output "pipelines" {
-  value = module.cdc.pipelines
+  description = "Functions, roles, queues, dashboards and the re-snapshot / smoke-test commands."
+  value       = module.cdc.pipelines
+}
+
+output "package" {
+  description = "The S3 object the functions run."
+  value       = module.cdc.package
+}
+
+output "snowflake_stage_url" {
+  description = "<STAGE_URL> of deploy/snowflake_admin.sql: the storage integration's allowed location and the external stage's URL."
+  value       = module.cdc.snowflake_stage_url
+}
+
+output "snowflake_stage_role_arn" {
+  description = "<STAGE_ROLE_ARN> of deploy/snowflake_admin.sql."
+  value       = module.cdc.snowflake_stage_role_arn
+}
+
+output "snowflake_endpoint_id" {
+  description = "<VPC_ENDPOINT_ID> of deploy/snowflake_admin.sql (the network rule)."
+  value       = module.cdc.snowflake_endpoint_id
 }

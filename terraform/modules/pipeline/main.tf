@@ -2,11 +2,18 @@
 # security group and rules it needs, its execution role, log group and EventBridge schedule.
 # Instantiate once per pipeline; the network, endpoints, state and alerting are passed in.
 #
-# Manual re-snapshot (synchronous; while a scheduled run holds the single concurrency slot the
-# call is throttled, retry it):
+# The code comes from one of: an S3 object (package_s3_bucket/key/version, see modules/package;
+# the usual way, since the zip is near the 50 MB direct-upload limit), a local zip (package_path,
+# direct upload, only below 50 MB) or a container image (image_uri).
+#
+# Invocations (outputs snapshot_invoke_command, check_invoke_command), synchronous; while a
+# scheduled run holds the single concurrency slot the call is throttled, retry it:
 #   aws lambda invoke --function-name <function_name> --cli-binary-format raw-in-base64-out \
+#     --cli-read-timeout <timeout_s + 60> \
 #     --payload '{"mode": "snapshot", "tables": ["public.orders"]}' /dev/stdout
-# `{"mode": "snapshot"}` re-snapshots every replicated table; `{}` is what the schedule sends.
+# `{"mode": "snapshot"}` re-snapshots every replicated table; `{"mode": "check"}` is the smoke test
+# (reaches Vault, PostgreSQL, the stage and Snowflake, changes nothing); `{}` is what the schedule
+# sends. The read timeout must outlast the function, or the CLI retries and invokes it again.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -20,6 +27,22 @@ locals {
   # The stage keys are <stage_prefix>/<pipeline>/... (cdc/stage.py).
   stage_prefix = trim(var.stage_prefix, "/")
   stage_keys   = "${local.stage_prefix}/${var.pipeline}"
+
+  package_sources = compact([
+    var.package_s3_bucket != null ? "s3" : "",
+    var.package_path != null ? "file" : "",
+    var.image_uri != null ? "image" : "",
+  ])
+  is_image = var.image_uri != null
+  source_code_hash = (
+    var.package_source_hash != null ? var.package_source_hash
+    : var.package_path != null ? filebase64sha256(var.package_path)
+    : null
+  )
+  invoke = join(" ", [
+    "aws lambda invoke --function-name ${local.function_name}",
+    "--cli-binary-format raw-in-base64-out --cli-read-timeout ${var.timeout_s + 60}",
+  ])
 
   environment = {
     CDC_PIPELINE                 = var.pipeline
@@ -222,9 +245,11 @@ data "aws_iam_policy_document" "lambda" {
     resources = [var.kms_key_arn]
   }
 
+  # SendMessage: failed windows; GetQueueAttributes: the `{"mode": "check"}` smoke test reads the
+  # queue's attributes instead of sending a probe message (which would raise the DLQ alarm).
   statement {
     sid       = "DeadLetters"
-    actions   = ["sqs:SendMessage"]
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [var.dlq_arn]
   }
 
@@ -257,17 +282,29 @@ resource "aws_lambda_function" "this" {
   function_name                  = local.function_name
   description                    = "CDC pipeline ${var.pipeline}: Aurora PostgreSQL -> Snowflake, one window per run"
   role                           = aws_iam_role.lambda.arn
-  runtime                        = "python3.11"
-  handler                        = "handler.handler"
   architectures                  = [var.architecture]
+  package_type                   = local.is_image ? "Image" : "Zip"
+  runtime                        = local.is_image ? null : var.runtime
+  handler                        = local.is_image ? null : "handler.handler"
+  s3_bucket                      = var.package_s3_bucket
+  s3_key                         = var.package_s3_key
+  s3_object_version              = var.package_s3_object_version
   filename                       = var.package_path
-  source_code_hash               = filebase64sha256(var.package_path)
+  image_uri                      = var.image_uri
+  source_code_hash               = local.source_code_hash
   timeout                        = var.timeout_s
   memory_size                    = var.memory_mb
   reserved_concurrent_executions = 1 # one window at a time; the DynamoDB lease guards the rest
 
   ephemeral_storage {
     size = var.ephemeral_storage_mb # Parquet parts are spooled in /tmp before upload
+  }
+
+  dynamic "image_config" {
+    for_each = local.is_image ? [1] : []
+    content {
+      command = ["handler.handler"] # the image is the package's tree on a Lambda Python base image
+    }
   }
 
   vpc_config {
@@ -295,6 +332,14 @@ resource "aws_lambda_function" "this" {
   tags = var.tags
 
   lifecycle {
+    precondition {
+      condition     = length(local.package_sources) == 1
+      error_message = "Give exactly one code source: package_s3_bucket with package_s3_key (S3 object), package_path (local zip below 50 MB) or image_uri (container image)."
+    }
+    precondition {
+      condition     = var.package_s3_bucket == null || var.package_s3_key != null
+      error_message = "package_s3_key is required with package_s3_bucket."
+    }
     precondition {
       condition     = var.lease_ttl_s > var.timeout_s
       error_message = "lease_ttl_s must exceed timeout_s, or a lease could expire while its window still runs."
@@ -347,4 +392,30 @@ resource "aws_lambda_permission" "schedule" {
   function_name = aws_lambda_function.this.function_name
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.schedule.arn
+}
+
+# ---------------------------------------------------------------- operators
+
+# Lets an operator (attach it to their role or group) run the manual invocations of the header:
+# the re-snapshot and the smoke test. Nothing else: the schedule needs no such permission.
+data "aws_iam_policy_document" "operator" {
+  statement {
+    sid       = "InvokePipeline"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_function.this.arn]
+  }
+
+  statement {
+    sid       = "ReadPipelineLogs"
+    actions   = ["logs:FilterLogEvents", "logs:GetLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda.arn}:*"]
+  }
+}
+
+resource "aws_iam_policy" "operator" {
+  count       = var.create_operator_policy ? 1 : 0
+  name        = "${local.function_name}-operator"
+  description = "Manual invocations (re-snapshot, smoke test) of CDC pipeline ${var.pipeline} and reading its logs"
+  policy      = data.aws_iam_policy_document.operator.json
+  tags        = var.tags
 }

@@ -30,5 +30,15 @@ output "log_group_name" {
 
 output "snapshot_invoke_command" {
   description = "Manual re-snapshot of every table (add \"tables\": [\"schema.table\"] to the payload for some)."
-  value       = "aws lambda invoke --function-name ${aws_lambda_function.this.function_name} --cli-binary-format raw-in-base64-out --payload '{\"mode\": \"snapshot\"}' /dev/stdout"
+  value       = "${local.invoke} --payload '{\"mode\": \"snapshot\"}' /dev/stdout"
+}
+
+output "check_invoke_command" {
+  description = "Smoke test after a deploy: reaches Vault, PostgreSQL, the stage and Snowflake and changes nothing."
+  value       = "${local.invoke} --payload '{\"mode\": \"check\"}' /dev/stdout"
+}
+
+output "operator_policy_arn" {
+  description = "IAM policy allowing the manual invocations and reading the logs; null when create_operator_policy = false."
+  value       = var.create_operator_policy ? aws_iam_policy.operator[0].arn : null
 }

@@ -13,9 +13,57 @@ variable "pipeline" {
   }
 }
 
-variable "package_path" {
-  description = "Path of the Lambda zip built by tools/package.sh (build/lambda.zip)."
+variable "package_s3_bucket" {
+  description = "Code source 1 (usual): S3 bucket of the zip built by tools/package.sh (modules/package output s3_bucket)."
   type        = string
+  default     = null
+}
+
+variable "package_s3_key" {
+  description = "S3 key of the zip (modules/package output s3_key); required with package_s3_bucket."
+  type        = string
+  default     = null
+}
+
+variable "package_s3_object_version" {
+  description = "Object version of the zip (modules/package output s3_object_version); a new version updates the function."
+  type        = string
+  default     = null
+}
+
+variable "package_source_hash" {
+  description = "Base64 SHA-256 of the zip (build/lambda.zip.base64sha256), so that a changed zip updates the function; null with package_path: computed from the file."
+  type        = string
+  default     = null
+}
+
+variable "package_path" {
+  description = "Code source 2: local zip uploaded directly with the function; only below Lambda's 50 MB direct-upload limit."
+  type        = string
+  default     = null
+}
+
+variable "image_uri" {
+  description = "Code source 3: ECR image URI (a Lambda Python base image with the package tree in /var/task); the command is handler.handler."
+  type        = string
+  default     = null
+}
+
+variable "runtime" {
+  description = "Lambda runtime of a zip package; must match PYTHON_VERSION of tools/package.sh."
+  type        = string
+  default     = "python3.11"
+
+  validation {
+    condition     = can(regex("^python3\\.1[1-9]$", var.runtime))
+    error_message = "runtime must be a Python 3.11+ Lambda runtime (python3.11, python3.12, ...), matching PYTHON_VERSION of tools/package.sh."
+  }
+}
+
+variable "create_operator_policy" {
+  description = "Create an IAM policy (output operator_policy_arn) allowing the manual invocations and reading the logs."
+  type        = bool
+  default     = true
 }
 
 variable "architecture" {
