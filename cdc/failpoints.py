@@ -8,7 +8,8 @@ must never be set in production: ``hit(name)`` then ends the process with SIGKIL
 The names the engine hits, in window order: ``after_read``, ``after_stage``, ``between_merges``
 (after a table's MERGE when another table follows), ``after_merge``, ``after_checkpoint`` and
 ``before_confirm`` (the same point), ``after_confirm``; in a snapshot, ``snapshot_table_swapped``
-(after each table is swapped in).
+(after each table is swapped in). The sink hits ``after_<step>`` after each statement of a
+schema evolution (``after_add_column``, ``after_fill_column``, ``after_rename_column``, ...).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class Evolution:
     notes: list[str] = field(default_factory=list)
     aliases: dict[str, str | None] = field(default_factory=dict)  # old PostgreSQL name -> current
     set_aside: dict[str, str] = field(default_factory=dict)  # dropped column's target name -> new name
+    fills: list[int] = field(default_factory=list)  # attnums of added columns the plan fills
 
 
 def literal(text: str) -> str:
@@ -129,12 +130,34 @@ def registry_entries(
 
 def decode_registry(rows: list[tuple[int, str, str]]) -> dict[str, tuple[int, str]]:
     """target column name -> (attnum, PostgreSQL name), for the registry's current columns."""
-    return {bytes.fromhex(tn).decode(): (int(a), bytes.fromhex(pg).decode()) for a, pg, tn in rows if tn}
+    return {
+        bytes.fromhex(tn).decode(): (int(a), bytes.fromhex(pg).decode())
+        for a, pg, tn in rows
+        if tn and int(a) > 0
+    }
 
 
 def decode_history(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
     """Every registry row decoded: (attnum, PostgreSQL name, target name or "" for a former name)."""
-    return [(int(a), bytes.fromhex(pg).decode(), bytes.fromhex(tn).decode()) for a, pg, tn in rows]
+    return [
+        (int(a), bytes.fromhex(pg).decode(), bytes.fromhex(tn).decode()) for a, pg, tn in rows if int(a) > 0
+    ]
+
+
+def decode_pending_fills(rows: list[tuple[int, str, str]]) -> frozenset[int]:
+    """The attnums of added columns whose fill may not have run (see ``pending_fill_entries``)."""
+    return frozenset(-int(a) for a, _, _ in rows if int(a) < 0)
+
+
+def pending_fill_entries(table: TableSchema, attnums: list[int]) -> list[tuple[int, str, str]]:
+    """Registry rows written before an evolution that fills added columns: ``(-attnum, name, "")``.
+
+    ADD COLUMN, the UPDATE that fills it and the registry write are separate statements. A run
+    that dies between them leaves the marker behind, and the next plan fills the column again
+    (nothing has merged into it yet: the MERGE runs only after the evolution). The registry
+    written after the evolution has no markers."""
+    names = {c.attnum: c.name for c in table.columns}
+    return [(-a, names[a], "") for a in attnums]
 
 
 def _family(data_type: str) -> str:
@@ -237,8 +260,12 @@ def plan(
     existing: list[TargetColumn],
     has_rows: bool,
     soft_delete: bool = False,
+    pending_fills: frozenset[int] = frozenset(),
 ) -> Evolution:
-    """What to run so the target table matches ``table``; raises ``SchemaError`` when unsafe."""
+    """What to run so the target table matches ``table``; raises ``SchemaError`` when unsafe.
+
+    ``pending_fills``: added columns whose fill an earlier run may not have finished; they are
+    filled again."""
     target_fq = target_table(database, table)
     evolution = Evolution()
     by_attnum: dict[int, TargetColumn] = {}
@@ -296,11 +323,16 @@ def plan(
             adds.append(("add column", f"ALTER TABLE {target_fq} ADD COLUMN {quoted} {mapping.snowflake}"))
             if has_rows and col.missing is not None:
                 adds.append(("fill column", fill_sql(target_fq, quoted, table, col)))
+                evolution.fills.append(col.attnum)
             evolution.notes.append(
                 f"table {table.qualified}: added column {col.name!r} ({mapping.snowflake})"
             )
             continue
         matched.add(current.name)
+        if col.attnum in pending_fills and has_rows and col.missing is not None:
+            adds.append(("fill column", fill_sql(target_fq, quoted, table, col)))
+            evolution.fills.append(col.attnum)
+            evolution.notes.append(f"table {table.qualified}: filled added column {col.name!r} again")
         origin = current.origin
         if current.name != name:
             renames.append((current.name, quoted))

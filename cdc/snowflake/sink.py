@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from snowflake.connector import errors as sf_errors
 
+from cdc import failpoints
 from cdc.errors import AuthError, CdcError, MergeError, PermanentError, SinkUnavailable
 from cdc.model import TableSchema
 from cdc.settings import Secret, Settings
@@ -304,12 +305,24 @@ class SnowflakeSink:
             has_rows = bool(
                 self._run(f"SELECT 1 FROM {target_fq} LIMIT 1", "fetch", table.qualified).fetchall()
             )
-            evolution = evolve.plan(self._database, table, existing, has_rows, self.soft_delete)
+            raw = self._registry_raw(table)
+            evolution = evolve.plan(
+                self._database,
+                table,
+                existing,
+                has_rows,
+                self.soft_delete,
+                pending_fills=evolve.decode_pending_fills(raw),
+            )
+            if evolution.fills:
+                # a run that dies before the fill finishes leaves these markers: the next fills again
+                marked = evolve.decode_history(raw) + evolve.pending_fill_entries(table, evolution.fills)
+                self._write_registry(table, marked)
             for what, text in evolution.statements:
                 self._run(text, what, table.qualified)
+                failpoints.hit(f"after_{what.replace(' ', '_')}")
         entries = evolve.registry_entries(table, existing, self._registry_rows(table), evolution.set_aside)
-        for text in evolve.registry_write_sql(self._database, self._load_schema, table, entries):
-            self._run(text, "register columns", table.qualified)
+        self._write_registry(table, entries)
         for note in evolution.notes:
             log.info(note, extra={"pipeline": self._pipeline, "table": table.qualified})
         self._tables[table.ident] = table
@@ -336,13 +349,21 @@ class SnowflakeSink:
         return {pg: attnum for attnum, pg, _ in self._registry_rows(table)}
 
     def _registry_rows(self, table: TableSchema) -> list[tuple[int, str, str]]:
+        return evolve.decode_history(self._registry_raw(table))
+
+    def _registry_raw(self, table: TableSchema) -> list[tuple[int, str, str]]:
         self._ensure_registry(table)
-        rows = self._run(
-            evolve.registry_read_sql(self._database, self._load_schema, table),
-            "register columns",
-            table.qualified,
-        ).fetchall()
-        return evolve.decode_history(rows)
+        return list(
+            self._run(
+                evolve.registry_read_sql(self._database, self._load_schema, table),
+                "register columns",
+                table.qualified,
+            ).fetchall()
+        )
+
+    def _write_registry(self, table: TableSchema, entries: list[tuple[int, str, str]]) -> None:
+        for text in evolve.registry_write_sql(self._database, self._load_schema, table, entries):
+            self._run(text, "register columns", table.qualified)
 
     def _ensure_registry(self, table: TableSchema) -> None:
         if not self._registry_ready:

@@ -169,3 +169,31 @@ def test_a_snapshot_killed_after_the_first_table_is_swapped_in_is_redone_by_the_
     run_workload(p.conn, p.schema, 20, seed=6)
     sync_until_caught_up(stack, p)
     assert_replicated(p)
+
+
+@pytest.mark.parametrize("failpoint", ["after_add_column", "after_fill_column"])
+def test_a_crash_while_a_column_is_added_still_fills_it(stack: Any, failpoint: str) -> None:
+    p = Pipeline(stack)
+    try:
+        with p.conn.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {p.schema}")
+            cur.execute(f"CREATE TABLE {p.schema}.t (id int PRIMARY KEY)")
+            cur.execute(f"INSERT INTO {p.schema}.t VALUES (1), (2)")
+        p.conn.commit()
+        p.settings = p.settings.replace(source_tables=(f"{p.schema}.t",))
+        p.engine.close()
+        p.engine = build_engine(p.settings)
+        assert p.engine.run_window().status == "snapshot"
+        with p.conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE {p.schema}.t ADD COLUMN n int DEFAULT 7")
+            cur.execute(f"INSERT INTO {p.schema}.t VALUES (3, 8), (4, NULL)")
+        p.conn.commit()
+        kill_at(stack, p, failpoint)  # the column exists in the target; the fill may not have run
+        sync_until_caught_up(stack, p)
+        table = p.engine.source.catalog().tables[(p.schema, "t")]
+        rows = {r["id"]: r["n"] for r in p.engine.sink.fetch_table(table)}  # type: ignore[attr-defined]
+        assert rows == {1: 7, 2: 7, 3: 8, 4: None}
+        diff = compare_table(p.conn, p.engine, table)
+        assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
+    finally:
+        p.close()

@@ -153,3 +153,22 @@ def test_columns_that_swap_names_rename_through_temporary_names() -> None:
         ("rename column", f'ALTER TABLE {FQ} RENAME COLUMN "_CDC_RENAME_1" TO "A"'),
     ]
     assert plan.aliases == {"a": "b", "b": "a"}
+
+
+def test_a_pending_fill_of_an_adopted_column_runs_again() -> None:
+    added = T.columns[4]  # "added": missing value 7
+    existing = [*EXISTING, TargetColumn("ADDED", "NUMBER", None, 10, 0, None)]  # added, not registered
+    again = evolve.plan("DB", T, existing, has_rows=True, pending_fills=frozenset({added.attnum}))
+    assert ("fill column", f"UPDATE {FQ} SET \"ADDED\" = CAST('7' AS NUMBER(10,0))") in again.statements
+    assert again.fills == [added.attnum]
+    settled = evolve.plan("DB", T, existing, has_rows=True)
+    assert not any(what == "fill column" for what, _ in settled.statements) and settled.fills == []
+
+
+def test_pending_fill_markers_are_apart_from_the_column_registry() -> None:
+    marks = evolve.pending_fill_entries(T, [6])
+    assert marks == [(-6, "added", "")]
+    rows = [(a, pg.encode().hex(), tn.encode().hex()) for a, pg, tn in [(1, "id", "ID"), *marks]]
+    assert evolve.decode_pending_fills(rows) == frozenset({6})
+    assert evolve.decode_history(rows) == [(1, "id", "ID")]
+    assert evolve.decode_registry(rows) == {"ID": (1, "id")}
