@@ -3,7 +3,9 @@
 Both check everything first (the windows chain, every manifest's checksum, every part's sha256)
 and apply nothing when any check fails. Both hold the pipeline lease while they apply, so no
 window runs at the same time. Neither reads the source database nor moves the checkpoint: the
-MERGE ignores changes the target already has, so re-applying is idempotent.
+MERGE ignores changes the target already has, so re-applying is idempotent. A replay that stops
+below the checkpoint says so: a row a later window deleted comes back until the replay goes on to
+the checkpoint.
 """
 
 from __future__ import annotations
@@ -234,6 +236,14 @@ def replay(
     progress: WorkProgress,
 ) -> dict[str, Any]:
     plan = plan_windows(stage, settings.pipeline, start, end, tables, allow_gaps=allow_gaps)
+    checkpoint = store.load()
+    if end is not None and checkpoint is not None and end < checkpoint.lsn:
+        plan.notes.append(
+            f"replaying to {end}, below the checkpoint {checkpoint.lsn}: the target holds changes up to "
+            "the checkpoint, and a row that a later window deleted comes back when an earlier change "
+            "of it is replayed; replay on to the checkpoint (leave out --to-lsn) to bring it back to "
+            "the checkpoint's state"
+        )
     result: dict[str, Any] = {
         "pipeline": settings.pipeline,
         "mode": "replay",

@@ -114,6 +114,12 @@ def test_dry_run_lists_exact_windows_and_row_counts(p: Pipeline, capsys: Any) ->
     assert [(w["start_lsn"], w["end_lsn"]) for w in result["windows"]] == [
         (r["start_lsn"], r["end_lsn"]) for r in applied[1:]
     ]
+    assert not any("below the checkpoint" in n for n in result["notes"])  # it ends at the checkpoint
+    code, short, _ = run(
+        p, capsys, "replay", "--from-lsn", second["start_lsn"], "--to-lsn", second["end_lsn"], "--dry-run"
+    )
+    assert code == 0
+    assert any(f"replaying to {second['end_lsn']}, below the checkpoint" in n for n in short["notes"])
     for window, r in zip(result["windows"], applied[1:], strict=True):
         assert set(window["tables"]) <= {f"{p.schema}.items"}
         ops = r["tables"].get(f"{p.schema}.items")
