@@ -372,11 +372,13 @@ class Engine:
 
 
 def _with_failpoint(progress: ProgressHook | None) -> ProgressHook:
-    """``progress``, plus the crash tests' ``snapshot_table_swapped`` failpoint (see cdc.failpoints)."""
+    """``progress``, plus the crash tests' snapshot failpoints (see cdc.failpoints)."""
 
     def hook(p: Any) -> None:
         if progress is not None:
             progress(p)
+        if p.phase == "copy":
+            failpoints.hit("snapshot_copying")
         if p.phase == "done":  # the table is swapped in
             failpoints.hit("snapshot_table_swapped")
 

@@ -410,6 +410,7 @@ class SnowflakeSink:
                 soft_delete=self.soft_delete,
                 omitted=omitted,
             )
+            failpoints.hit_soon("during_merge", 0.02)
             counts = _merge_counts(self._run(merge, "merge", name))
         finally:
             self._drop(load_fq, fields)

@@ -36,6 +36,7 @@ WINDOW_FAILPOINTS = {
     "after_read": ("old", "old"),
     "after_stage": ("old", "old"),
     "between_merges": ("old", "old"),
+    "during_merge": ("old", "old"),
     "after_merge": ("old", "old"),
     "after_checkpoint": ("new", "old"),
     "before_confirm": ("new", "old"),
@@ -154,12 +155,13 @@ def test_a_window_killed_at_a_step_boundary_is_recovered_by_the_next_runs(
     assert_replicated(p)
 
 
-def test_a_snapshot_killed_after_the_first_table_is_swapped_in_is_redone_by_the_next_run(
-    stack: Any, pipe: Pipeline
+@pytest.mark.parametrize("failpoint", ["snapshot_copying", "snapshot_table_swapped"])
+def test_a_snapshot_killed_while_copying_or_after_a_table_is_swapped_in_is_redone_by_the_next_run(
+    stack: Any, pipe: Pipeline, failpoint: str
 ) -> None:
     p = pipe
     run_workload(p.conn, p.schema, 30, seed=4)
-    kill_at(stack, p, "snapshot_table_swapped")
+    kill_at(stack, p, failpoint)
     assert p.store.load() is None  # the snapshot never set the checkpoint
     assert slot_confirmed(p) is not None  # the killed run created the slot
 
