@@ -9,8 +9,8 @@ The names the engine hits, in window order: ``after_read``, ``after_stage``, ``b
 (after a table's MERGE when another table follows), ``after_merge``, ``after_checkpoint`` and
 ``before_confirm`` (the same point), ``after_confirm``; in a snapshot, ``snapshot_table_swapped``
 (after each table is swapped in) and ``snapshot_copying`` (while a table is copied);
-``during_merge`` kills a moment after a MERGE was sent. The sink hits ``after_<step>`` after each statement of a
-schema evolution (``after_add_column``, ``after_fill_column``, ``after_rename_column``, ...).
+``during_merge`` kills a moment after a MERGE was sent. The sink hits ``after_<step>`` after each
+statement of a schema evolution (``after_add_column``, ``after_fill_column``, ...).
 """
 
 from __future__ import annotations
