@@ -11,14 +11,17 @@ from typing import Any
 from cdc import replay, verify
 from cdc import settings as settings_mod
 from cdc.errors import CdcError, ConfigError
-from cdc.logs import setup_logging
+from cdc.logs import redact, redact_value, setup_logging
+
+FOLLOW_IDLE_WAIT_S = 1.0  # sync --follow: pause after a window that caught up
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+    """The command's output, every registered secret masked (see cdc.logs)."""
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        sys.stdout.write(redact(json.dumps(redact_value(data), default=str)) + "\n")
     else:
-        sys.stderr.write(human.rstrip() + "\n")
+        sys.stderr.write(redact(human.rstrip()) + "\n")
 
 
 def _load(args: argparse.Namespace) -> settings_mod.Settings:

@@ -26,7 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from cdc import failpoints, snapshot_mode
 from cdc.checkpoint import CheckpointStore, Lease
 from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
-from cdc.logs import WindowLog
+from cdc.logs import WindowLog, redact
 from cdc.model import Lsn, Message, SlotHealth, StagedTable, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
@@ -116,7 +116,8 @@ class Engine:
             if slot is None:
                 return None
             wal = self.source.current_wal_lsn()
-        except CdcError:
+        except Exception as exc:  # noqa: BLE001 - only reported: never fails the window it describes
+            log.warning("cannot read the slot's health", extra={"error": f"{type(exc).__name__}: {exc}"})
             return None
         lag = wal.value - slot.confirmed_flush.value if slot.confirmed_flush is not None else None
         return SlotHealth(slot.wal_status, slot.retained_bytes, slot.safe_wal_bytes, lag)
@@ -144,15 +145,12 @@ class Engine:
         started = time.monotonic()
         window_id = uuid.uuid4().hex[:16]
         wlog = WindowLog(log, {"pipeline": self.settings.pipeline, "window_id": window_id})
-        try:
-            lease = self.store.acquire_lease(self.owner, self.settings.lease_ttl_s)
-        except LeaseHeld as held:
-            wlog.info("lease held by another run; nothing to do", extra={"owner": held.owner})
-            return WindowResult(self.settings.pipeline, window_id, "lease_held", notes=(str(held),))
+        lease: Lease | None = None
+        self.last_retries = 0
         try:
             for attempt in Retrying(
                 retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(3),
+                stop=stop_after_attempt(self.settings.retry_attempts),
                 wait=wait_exponential_jitter(initial=1, max=20),
                 reraise=True,
             ):
@@ -161,9 +159,26 @@ class Engine:
                     self.last_retries = n - 1
                     if n > 1:
                         wlog.warning("retrying window after a transient error", extra={"attempt": n})
+                    if lease is None:  # DynamoDB unreachable or throttled is retried like the rest
+                        lease = self.store.acquire_lease(self.owner, self.settings.lease_ttl_s)
                     result = self._window(window_id, lease, wlog, started, mode, tables, progress)
-        except CdcError as exc:
-            wlog.error("window failed", extra={"error_class": type(exc).__name__, "error": str(exc)})
+        except LeaseHeld as held:  # only acquire_lease raises it: no lease was taken
+            wlog.info("lease held by another run; nothing to do", extra={"owner": held.owner})
+            return WindowResult(self.settings.pipeline, window_id, "lease_held", notes=(str(held),))
+        except Exception as exc:  # noqa: BLE001 - every failure is a failed result that is dead-lettered
+            known = isinstance(exc, CdcError)
+            message = (
+                str(exc)
+                if known
+                else f"unexpected error {type(exc).__name__}: {exc}; the window stopped there and the next "
+                "run starts again from the checkpoint; the log line 'window failed' has the traceback: "
+                "report it if it happens again"
+            )
+            wlog.error(
+                "window failed",
+                exc_info=not known,
+                extra={"error_class": type(exc).__name__, "error": message},
+            )
             result = WindowResult(
                 self.settings.pipeline,
                 window_id,
@@ -171,15 +186,16 @@ class Engine:
                 duration_s=time.monotonic() - started,
                 error={
                     "class": type(exc).__name__,
-                    "message": str(exc),
+                    "message": redact(message),
                     "kind": "transient" if isinstance(exc, TransientError) else "permanent",
                 },
             )
         finally:
             try:
-                self.store.release_lease(lease)
-            except CdcError as exc:  # the lease expires on its own; the window's result stands
-                wlog.warning("could not release the lease", extra={"error": str(exc)})
+                if lease is not None:
+                    self.store.release_lease(lease)
+            except Exception as exc:  # noqa: BLE001 - the lease expires on its own; the result stands
+                wlog.warning("could not release the lease", extra={"error": f"{type(exc).__name__}: {exc}"})
         # reported for failed windows too: WAL piles up most while windows fail
         result = dataclasses.replace(result, slot=self.slot_health())
         wlog.info("window summary", extra={"summary": result.as_dict()})

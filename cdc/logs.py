@@ -1,8 +1,8 @@
 """Structured logging: one JSON object per line, with the window id as correlation id.
 
 Fields passed through ``extra=`` (pipeline, window_id, lsn, table, ...) become top-level keys.
-Values of registered secrets are masked in every record as a last line of defence; the code
-never logs a secret on purpose.
+Values of registered secrets are masked in every record as a last line of defence (before the
+record is serialised, and in the JSON line as escaped); the code never logs a secret on purpose.
 """
 
 from __future__ import annotations
@@ -10,24 +10,56 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _SECRETS: set[str] = set()
+_FORMS: tuple[str, ...] = ()  # every registered secret as written raw and inside JSON strings
+MASK = "***"
+_LOCK = threading.Lock()
 
 
 def register_secret(value: str) -> None:
     """Mask this value wherever it would appear in a log line (values shorter than 4 are ignored)."""
-    if value and len(value) >= 4:
+    global _FORMS
+    if not value or len(value) < 4:
+        return
+    with _LOCK:
+        if value in _SECRETS:
+            return
         _SECRETS.add(value)
+        forms = {
+            form
+            for secret in _SECRETS
+            for form in (secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1])
+        }
+        _FORMS = tuple(sorted(forms, key=len, reverse=True))  # longest first: no half-masked value
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
+    """``text`` with every registered secret masked, raw or as a JSON string escapes it
+    (``"`` as ``\\"``, ``\\`` as ``\\\\``, non-ASCII as ``\\uXXXX``)."""
+    for form in _FORMS:
+        if form in text:
+            text = text.replace(form, MASK)
     return text
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of a JSON-able value (dicts, lists, tuples, strings, numbers) with every string masked
+    by ``redact``, keys too; any other object becomes its redacted ``str``, as ``json.dumps(...,
+    default=str)`` would print it. Redact before serialising, then ``redact`` the text again."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {(redact(k) if isinstance(k, str) else k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return redact(str(value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,7 +76,9 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(data, default=str, ensure_ascii=False))
+        # masked before escaping (a secret with a quote or backslash is escaped in the line), and
+        # the line again in case a value's own serialisation spelled a secret out
+        return redact(json.dumps(redact_value(data), default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):

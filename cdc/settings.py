@@ -165,6 +165,13 @@ FIELDS: tuple[Field, ...] = (
     Field("window_safety_margin_s", "int", 30, doc="Lambda time kept free after a window."),
     Field("part_max_rows", "int", 50_000, doc="Rows per Parquet part before it is flushed."),
     Field("lease_ttl_s", "int", 900),
+    Field(
+        "retry_attempts",
+        "int",
+        3,
+        doc="Attempts of a window that fails with a transient error (connection, timeout, throttling), "
+        "with exponential backoff and jitter between them; at least 1 (no retry).",
+    ),
     # alerts
     Field("dlq_url", "str", doc="SQS queue for windows that failed for good; unset: none is sent."),
     Field(
@@ -241,6 +248,7 @@ class Settings:
     window_safety_margin_s: int
     part_max_rows: int
     lease_ttl_s: int
+    retry_attempts: int
     dlq_url: str | None
     alarm_topic_arn: str | None
     metrics_namespace: str
@@ -422,7 +430,8 @@ def _build(raw: Mapping[str, Any], earlier: list[str] | None = None) -> Settings
             "source_sslrootcert (CDC_SOURCE_SSLROOTCERT) is required with sslmode "
             f"{values['source_sslmode']}: point it at the CA bundle (for Aurora, the RDS global bundle)"
         )
-    for name in ("window_max_changes", "part_max_rows", "lease_ttl_s", "window_max_seconds"):
+    positive = ("window_max_changes", "part_max_rows", "lease_ttl_s", "window_max_seconds", "retry_attempts")
+    for name in positive:
         if values.get(name) == 0:
             problems.append(f"{name} ({_BY_NAME[name].env}) must be greater than 0")
     if problems:

@@ -15,7 +15,7 @@ from cdc.alerts import startup_failure
 from cdc.app import build_alerts, build_engine, report_window
 from cdc.check import run_checks
 from cdc.errors import CdcError, ConfigError, TransientError
-from cdc.logs import setup_logging
+from cdc.logs import redact_value, setup_logging
 from cdc.secrets import VaultSecrets
 
 log = logging.getLogger("cdc.lambda")
@@ -36,7 +36,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     except ConfigError as exc:
         setup_logging()
         log.error("invalid configuration", extra={"problems": exc.problems})
-        return {"status": "failed", "error": {"class": "ConfigError", "message": str(exc)}}
+        return redact_value({"status": "failed", "error": {"class": "ConfigError", "message": str(exc)}})
     setup_logging(settings.log_level, settings.log_format)
     event = event or {}
     mode = event.get("mode", "incremental")
@@ -48,13 +48,15 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             '{"mode": "check"} (preflight)'
         )
         log.error("unsupported event", extra={"error": message})
-        return {
-            "pipeline": settings.pipeline,
-            "status": "failed",
-            "error": {"class": "ConfigError", "message": message},
-        }
+        return redact_value(
+            {
+                "pipeline": settings.pipeline,
+                "status": "failed",
+                "error": {"class": "ConfigError", "message": message},
+            }
+        )
     if mode == "check":
-        return _check(settings)
+        return redact_value(_check(settings))
     time_left = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         time_left = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
@@ -64,15 +66,17 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         log.error("could not start the window", extra={"error_class": type(exc).__name__, "error": str(exc)})
         build_alerts(settings).after_window(startup_failure(settings.pipeline, exc))
         kind = "transient" if isinstance(exc, TransientError) else "permanent"
-        return {
-            "pipeline": settings.pipeline,
-            "status": "failed",
-            "error": {"class": type(exc).__name__, "message": str(exc), "kind": kind},
-        }
+        return redact_value(
+            {
+                "pipeline": settings.pipeline,
+                "status": "failed",
+                "error": {"class": type(exc).__name__, "message": str(exc), "kind": kind},
+            }
+        )
     try:
         result = engine.run_window(mode=mode, tables=tuple(str(t) for t in tables))
         report_window(engine, build_alerts(settings), result)
-        return result.as_dict()
+        return redact_value(result.as_dict())
     finally:
         engine.close()
 

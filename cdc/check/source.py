@@ -268,24 +268,12 @@ def _tables(checks: Checks, conn: Any, settings: Settings, user: str) -> None:
         )
         return
     for (schema, name), reason in sorted(catalog.refused.items()):
-        fix = (
-            "fix the name in source_tables (CDC_SOURCE_TABLES)"
-            if "does not exist" in reason
-            else "add a primary key, or a unique index on NOT NULL columns with ALTER TABLE ... REPLICA "
-            "IDENTITY USING INDEX, or name the key in source_keys and set REPLICA IDENTITY FULL; or leave "
-            "the table out of source_tables"
-        )
-        checks.add(f"postgres.table {schema}.{name}", "failed", reason, fix)
+        # no key, REPLICA IDENTITY NOTHING, a key or name that does not fit, a colliding target
+        checks.add(f"postgres.table {schema}.{name}", "failed", reason, catalog.fixes.get((schema, name)))
     for ident, table in sorted(catalog.tables.items()):
         replident, select = relations.get(ident, ("d", True))
 
         def step(table: Any = table, replident: str = replident, select: bool = select) -> str:
-            if replident == "n":
-                raise CheckFailed(
-                    f"table {table.qualified} has REPLICA IDENTITY NOTHING: its updates and deletes "
-                    "carry no key",
-                    f"ALTER TABLE {_quoted(table)} REPLICA IDENTITY DEFAULT",
-                )
             if not select:
                 raise CheckFailed(
                     f"user {user} may not SELECT from {table.qualified} (snapshots and value lookups "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,13 +81,77 @@ WHERE c.relispartition AND c.relkind IN ('r', 'p') AND {SYSTEM_SCHEMA_FILTER}
 """
 
 
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
+NO_KEY_FIX = (
+    "add a primary key, or a unique index on NOT NULL columns with ALTER TABLE ... REPLICA "
+    "IDENTITY USING INDEX, or name the key in source_keys and set REPLICA IDENTITY FULL; or leave "
+    "the table out of source_tables"
+)
+
+
+def target_spelling(name: str) -> str:
+    """The spelling a schema or table name gets in Snowflake (ARCHITECTURE.md, "Target naming"):
+    a plain lower-case identifier becomes its upper-case form, any other name stays as it is.
+    ``cdc.snowflake.sql.ident`` quotes the same spelling (a unit test holds the two together)."""
+    return name.upper() if _PLAIN.fullmatch(name) else name
+
+
+def pg_name(schema: str, table: str) -> str:
+    """``"schema"."table"`` as PostgreSQL reads it, embedded quotes doubled."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+
+
+COLLISION_FIX = (
+    "rename one of them in the source (ALTER TABLE ... RENAME TO, or ALTER SCHEMA ... RENAME TO), or "
+    "leave all but one of them out of source_tables"
+)
+
+
+def target_collisions(names: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Every ``(schema, table)`` whose Snowflake target another of ``names`` has too (``orders`` and
+    ``"ORDERS"``, or schemas ``public`` and ``"PUBLIC"``), with the note that refuses it: their
+    changes would be merged into one table."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for schema, table in sorted(set(names)):
+        groups.setdefault((target_spelling(schema), target_spelling(table)), []).append((schema, table))
+    notes: dict[tuple[str, str], str] = {}
+    for (schema_t, table_t), members in groups.items():
+        if len(members) < 2:
+            continue
+        listed = ", ".join(pg_name(s, t) for s, t in members)
+        for schema, table in members:
+            notes[(schema, table)] = (
+                f"table {schema}.{table} cannot be replicated: the source tables {listed} all land in "
+                f"Snowflake as {pg_name(schema_t, table_t)}, which would merge their rows into one "
+                f"table, so none of them is replicated; {COLLISION_FIX}"
+            )
+    return notes
+
+
+def replica_identity_nothing(schema: str, table: str) -> tuple[str, str]:
+    """The note and the fix for a table with REPLICA IDENTITY NOTHING: wal2json skips its updates
+    and deletes (with only a server warning), so the target would keep stale and deleted rows."""
+    fix = (
+        f"ALTER TABLE {pg_name(schema, table)} REPLICA IDENTITY DEFAULT (or FULL, or USING INDEX "
+        "on a unique index of NOT NULL columns)"
+    )
+    note = (
+        f"table {schema}.{table} has REPLICA IDENTITY NOTHING and cannot be replicated: PostgreSQL "
+        f"logs no key for its updates and deletes, so they would never reach the target; run {fix}"
+    )
+    return note, fix
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """Replicable tables, those refused with the reason, and partitions with their root table."""
+    """Replicable tables, those refused with the reason, and partitions with their root table.
+
+    ``fixes`` holds, per refused table, what to change so that it replicates."""
 
     tables: dict[tuple[str, str], TableSchema]
     refused: dict[tuple[str, str], str]
     partitions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    fixes: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def load_catalog(
@@ -94,7 +160,10 @@ def load_catalog(
     """Read every user table (or only the ``schema.table`` names given) with columns and key.
 
     The key is the one configured for the table in ``keys``, else the primary key, else the
-    replica identity index (REPLICA IDENTITY USING INDEX)."""
+    replica identity index (REPLICA IDENTITY USING INDEX). A table that cannot be replicated goes to
+    ``refused`` with the reason and to ``fixes`` with what to change: it has no key, it has REPLICA
+    IDENTITY NOTHING, its configured key does not fit, its configured name does not exist, or its
+    Snowflake target is another replicated table's too."""
     keys = keys or {}
     wanted = {tuple(name.split(".", 1)) for name in only}
     with conn.cursor() as cur:
@@ -139,12 +208,17 @@ def load_catalog(
     missing = wanted - {(r[1], r[2]) for r in rels}
     tables: dict[tuple[str, str], TableSchema] = {}
     refused: dict[tuple[str, str], str] = {}
+    fixes: dict[tuple[str, str], str] = {}
     for schema, table in sorted(missing):
         refused[(schema, table)] = (
             f"table {schema}.{table} is configured in source_tables but does not exist "
             "(or is a partition): check the name"
         )
+        fixes[(schema, table)] = "fix the name in source_tables (CDC_SOURCE_TABLES)"
     for oid, schema, name, replident in rels:
+        if replident == "n":  # wal2json would skip its updates and deletes with only a server warning
+            refused[(schema, name)], fixes[(schema, name)] = replica_identity_nothing(schema, name)
+            continue
         kinds = index_keys.get(oid, {})
         identity = kinds.get("replident") if replident == "i" else kinds.get("primary")
         key = identity
@@ -156,12 +230,14 @@ def load_catalog(
                 refused[(schema, name)] = (
                     f"table {schema}.{name}: configured key column(s) {unknown} do not exist; fix source_keys"
                 )
+                fixes[(schema, name)] = "name columns the table has in source_keys (CDC_SOURCE_KEYS)"
                 continue
             if replident != "f" and not set(configured) <= set(identity or ()):
                 refused[(schema, name)] = (
                     f"table {schema}.{name}: its configured key {list(configured)} is not part of what "
                     "PostgreSQL logs for updates and deletes; run ALTER TABLE ... REPLICA IDENTITY FULL"
                 )
+                fixes[(schema, name)] = f"ALTER TABLE {pg_name(schema, name)} REPLICA IDENTITY FULL"
                 continue
             key = list(configured)
         if not key:
@@ -171,6 +247,11 @@ def load_catalog(
                 + "and cannot be replicated: add a primary key, or a unique index on NOT NULL "
                 "columns with ALTER TABLE ... REPLICA IDENTITY USING INDEX"
             )
+            fixes[(schema, name)] = NO_KEY_FIX
             continue
         tables[(schema, name)] = TableSchema(schema, name, tuple(columns[oid]), tuple(key))
-    return Catalog(tables, refused, partitions)
+    # tables whose targets collide are refused together: the others go on
+    for ident, note in target_collisions(tables).items():
+        del tables[ident]
+        refused[ident], fixes[ident] = note, COLLISION_FIX
+    return Catalog(tables, refused, partitions, fixes)

@@ -7,6 +7,7 @@ the dead-letter queue is the stack's ``cdc-dlq`` (messages are told apart by pip
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from helpers import Pipeline
 
 from cdc.alerts import Alerts
 from cdc.app import aws_client, build_engine
+from cdc.cli import main as cli_main
 from cdc.demo import TABLES, compare_table, create_schema, replicate_until_caught_up, run_workload
 from cdc.devstack import base as devstack_base
 from cdc.model import Lsn, WindowResult
@@ -214,7 +216,12 @@ def test_a_window_that_fails_for_good_sends_one_dead_letter_and_keeps_the_checkp
     } <= names
 
 
-# --- (b) no secret in any log line, error, dead letter or result --------------------------------
+# --- (b) no secret in any log line, error, dead letter, result, manifest or metric --------------
+
+
+def spellings(secret: str) -> set[str]:
+    """Every way ``secret`` could show in output: raw, and escaped inside a JSON string."""
+    return {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
 
 
 def test_no_secret_reaches_logs_errors_dead_letters_or_results(
@@ -223,92 +230,172 @@ def test_no_secret_reaches_logs_errors_dead_letters_or_results(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
     restore_logging: None,
+    tmp_path: Path,
 ) -> None:
     p = pipe
-    pg_password = dict(kv.split("=", 1) for kv in stack.env["postgres_dsn"].split())["password"]
-    wrong_token = f"hvs.wrong-{uuid.uuid4().hex}"
-    wrong_pg_password = f"wrong-pg-{uuid.uuid4().hex}"
+    tag = uuid.uuid4().hex[:8]
+    # secrets JSON escapes (quotes, backslashes) or that a naive split would cut (spaces)
+    pg_password = f'pg "pass\\word" {tag} end'
+    sf_password = f'sf \\"pa ss\\" {tag}'
+    wrong_token = f'hvs.wrong "tok\\en" {tag}'
+    wrong_pg_password = f'wrong pg "pass\\" {tag}'
     secrets = {
         "postgres password": pg_password,
-        "snowflake password": stack.env["snowflake"]["password"],
+        "snowflake password": sf_password,
         "vault token": stack.env["vault_token"],
+        "stack postgres password": dict(kv.split("=", 1) for kv in stack.env["postgres_dsn"].split())[
+            "password"
+        ],
         "wrong vault token": wrong_token,
         "wrong postgres password": wrong_pg_password,
     }
     assert all(len(v) >= 8 for v in secrets.values())
+    assert all('"' in v and "\\" in v and " " in v for v in (pg_password, sf_password, wrong_token))
+
+    # the pipeline logs in with these passwords: PostgreSQL checks its own (a role made for the test),
+    # the fakesnow stand-in takes any
+    role = f"cdc_{p.name}"
+    admin = hvac.Client(url=stack.env["vault_addr"], token=stack.env["vault_token"], timeout=10)
+    kv2, mount = admin.secrets.kv.v2, devstack_base.VAULT_KV_MOUNT
+    paths = {
+        "source": f"cdc/{p.name}/source",
+        "snowflake": f"cdc/{p.name}/snowflake",
+        "wrong": f"cdc/{p.name}/wrong-source",
+    }
+    with p.admin.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN REPLICATION PASSWORD %s", (pg_password,))
+        cur.execute(f"GRANT pg_read_all_data TO {role}")
+    kv2.create_or_update_secret(
+        path=paths["source"], mount_point=mount, secret={"user": role, "password": pg_password}
+    )
+    kv2.create_or_update_secret(
+        path=paths["snowflake"],
+        mount_point=mount,
+        secret={"user": stack.env["snowflake"]["user"], "password": sf_password},
+    )
+    kv2.create_or_update_secret(
+        path=paths["wrong"], mount_point=mount, secret={"user": role, "password": wrong_pg_password}
+    )
+    try:
+        config = tmp_path / "cdc.toml"
+        config.write_text("")  # every setting comes from the environment, as in the Lambda
+        texts = _run_everything_that_could_leak(p, caplog, capsys, paths, wrong_token, role, config)
+    finally:
+        p.engine.close()
+        for path in paths.values():
+            kv2.delete_metadata_and_all_versions(path=path, mount_point=mount)
+        with p.admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            cur.execute(f"DROP ROLE {role}")
+    leaks = [
+        (what, where)
+        for what, value in secrets.items()
+        for where, text in texts.items()
+        if any(form in text for form in spellings(value))
+    ]
+    assert leaks == []
+
+
+def _run_everything_that_could_leak(
+    p: Pipeline,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    paths: dict[str, str],
+    wrong_token: str,
+    role: str,
+    config: Path,
+) -> dict[str, str]:
+    """Good, failed and refused runs of the engine, the Lambda and the command line; every text
+    they left, by where it was found."""
     queue = aws_client(p.settings, "sqs").create_queue(QueueName=f"dlq-{p.name}")["QueueUrl"]
     alerts = alerts_for(p, queue)
+    emf = io.StringIO()
+    emf_alerts = Alerts(None, None, None, f"CDC/test-{p.name}", p.name, stdout=emf)
     results: list[dict[str, Any]] = []
 
     def after(result: WindowResult) -> None:
         results.append(result.as_dict())
         alerts.after_window(result, slot_lag_bytes=None)
+        emf_alerts.after_window(result, slot_lag_bytes=None)
 
     caplog.set_level(logging.DEBUG)
     for name in ("cdc", "hvac", "botocore", "snowflake.connector", "psycopg2", "urllib3"):
         logging.getLogger(name).setLevel(logging.DEBUG)
 
-    # 1. a good run, an applied window and a window that fails for good
+    # 1. a good run, an applied window and a window that fails for good, as the role above
     execute(p, ["CREATE TABLE {s}.prices (id int PRIMARY KEY, n numeric(5,2))"])
+    p.settings = p.settings.replace(
+        vault_source_path=paths["source"], vault_snowflake_path=paths["snowflake"]
+    )
     with_tables(p, "prices")
     after(p.engine.run_window())
     execute(p, ["INSERT INTO {s}.prices VALUES (1, 1.5)"])
     after(p.engine.run_window())
+    with p.admin.cursor() as cur:  # the pipeline's sessions really are the role's
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
+        assert cur.fetchone()[0] >= 1
     execute(p, ["INSERT INTO {s}.prices VALUES (2, 'NaN')"])
     after(p.engine.run_window())
     assert [r["status"] for r in results] == ["snapshot", "applied", "failed"]
 
-    # 2. the Lambda with a wrong Vault token: the login fails
+    # 2. the Lambda with a wrong Vault token (the login fails), and with a wrong PostgreSQL
+    # password in Vault (the PostgreSQL login fails)
     handler_results = []
     debug = {"log_level": "DEBUG"}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in settings_env(p.settings, vault_token=wrong_token, **debug).items():
-            mp.setenv(key, value)
-        handler_results.append(load_handler().handler({}, None))
-
-    # 3. the Lambda with a wrong PostgreSQL password in Vault (its own KV path): the login fails
-    path = f"cdc/{p.name}/source"
-    admin = hvac.Client(url=stack.env["vault_addr"], token=stack.env["vault_token"], timeout=10)
-    admin.secrets.kv.v2.create_or_update_secret(
-        path=path,
-        mount_point=devstack_base.VAULT_KV_MOUNT,
-        secret={"user": devstack_base.PG_USER, "password": wrong_pg_password},
-    )
-    try:
+    for changes in ({"vault_token": wrong_token}, {"vault_source_path": paths["wrong"]}):
         with pytest.MonkeyPatch.context() as mp:
-            for key, value in settings_env(p.settings, vault_source_path=path, **debug).items():
+            for key, value in settings_env(p.settings, **changes, **debug).items():
                 mp.setenv(key, value)
             handler_results.append(load_handler().handler({}, None))
-    finally:
-        admin.secrets.kv.v2.delete_metadata_and_all_versions(
-            path=path, mount_point=devstack_base.VAULT_KV_MOUNT
-        )
-
     assert [r["status"] for r in handler_results] == ["failed", "failed"], handler_results
-    assert handler_results[0]["error"]["class"] == "AuthError"
+    assert [r["error"]["class"] for r in handler_results] == ["AuthError", "AuthError"]
     for r in handler_results:
         after(WindowResult(p.name, r.get("window_id", "startup"), "failed", error=r["error"]))
         results[-1] = r  # the handler's own result is what the Lambda returns: check that one
+
+    # 3. the command line: a window (it fails on the NaN again), the status and the preflight
+    codes = []
+    for command in ("sync", "status", "check"):
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in settings_env(p.settings).items():
+                mp.setenv(key, value)
+            codes.append(cli_main([command, "--config", str(config), "--json"]))
+    assert codes[0] == 1  # the failed window
 
     dead_letters = drain(alerts.sqs, queue)
     assert len(dead_letters) == 3  # NaN window, wrong token, wrong password
     captured = capsys.readouterr()
     with capsys.disabled():
         print("\nhandler errors:", [(r["error"]["class"], r["error"].get("kind")) for r in handler_results])
-    texts = {
+    stage_root = Path(p.settings.stage_url.removeprefix("file://")) / p.name
+    manifests = sorted(stage_root.rglob("manifest.json"))
+    assert manifests  # the applied window's and the snapshot's
+    cw = alerts.cloudwatch
+    now = datetime.now(UTC)
+    listed = cw.list_metrics(Namespace=alerts.namespace)["Metrics"]
+    data = cw.get_metric_data(
+        MetricDataQueries=[
+            {"Id": f"m{i}", "MetricStat": {"Metric": m, "Period": 60, "Stat": "Sum"}}
+            for i, m in enumerate(listed[:100])
+        ],
+        StartTime=now - timedelta(minutes=10),
+        EndTime=now + timedelta(minutes=1),
+    )
+    assert {m["MetricName"] for m in listed} >= {"Windows", "WindowFailures", "Rows"}
+    assert len(caplog.records) > 20 and captured.err  # the logs were really captured
+    return {
         "log records": "\n".join(
             f"{r.getMessage()} {json.dumps(vars(r), default=str)}" for r in caplog.records
         ),
-        "formatted log lines": captured.err + captured.out,
+        "formatted log lines": captured.err,
+        "command line and EMF output": captured.out,
         "error messages": json.dumps([r["error"] for r in results if r.get("error")]),
         "dead letters": json.dumps(dead_letters),
         "results": json.dumps(results, default=str),
+        "manifests": "\n".join(m.read_text() for m in manifests),
+        "metrics": json.dumps([listed, data["MetricDataResults"]], default=str),
+        "EMF lines": emf.getvalue(),
     }
-    assert len(caplog.records) > 20 and captured.err  # the logs were really captured
-    leaks = [
-        (what, where) for what, value in secrets.items() for where, text in texts.items() if value in text
-    ]
-    assert leaks == []
 
 
 # --- (c) two runs started together --------------------------------------------------------------

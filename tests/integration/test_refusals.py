@@ -1,0 +1,155 @@
+"""Tables the pipeline cannot replicate faithfully are refused by name, with the fix, in every mode
+(the first snapshot, incremental windows, ``cdc check``), while the other tables go on: a table with
+REPLICA IDENTITY NOTHING (wal2json would skip its updates and deletes) and tables whose Snowflake
+names collide (their rows would be merged into one table)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import Pipeline
+
+from cdc.app import build_engine
+from cdc.check import run_checks
+from cdc.demo import replicate_until_caught_up
+from cdc.source.catalog import COLLISION_FIX
+
+
+@pytest.fixture
+def p(stack: Any) -> Iterator[Pipeline]:
+    pipeline = Pipeline(stack)
+    twin = pipeline.schema.upper()  # the same Snowflake schema, another PostgreSQL schema
+    with pipeline.conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA {pipeline.schema}; CREATE SCHEMA "{twin}"')
+    pipeline.conn.commit()
+    yield pipeline
+    try:
+        with pipeline.admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{twin}" CASCADE')
+    finally:
+        pipeline.close()
+
+
+def sql(p: Pipeline, *statements: str) -> None:
+    with p.conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement.replace("{s}", p.schema).replace("{S}", p.schema.upper()))
+    p.conn.commit()
+
+
+def replicate(p: Pipeline, *tables: str) -> None:
+    """Replicate only these ``schema.table`` names (``{s}`` is the test's schema, ``{S}`` its twin)."""
+    names = tuple(t.replace("{s}", p.schema).replace("{S}", p.schema.upper()) for t in tables)
+    p.settings = p.settings.replace(source_tables=names)
+    p.engine.close()
+    p.engine = build_engine(p.settings)
+
+
+def target_tables(p: Pipeline) -> list[str]:
+    cur = p.engine.sink.connection.cursor()
+    cur.execute(f"SHOW TABLES IN SCHEMA {p.settings.snowflake_database}.{p.schema.upper()}")
+    names = [row[1] for row in cur.fetchall()]
+    return sorted(n.upper() for n in names)
+
+
+def test_a_table_with_replica_identity_nothing_is_refused_by_name_while_others_replicate(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.quiet (id int PRIMARY KEY, v int)",
+        "ALTER TABLE {s}.quiet REPLICA IDENTITY NOTHING",
+        "CREATE TABLE {s}.fine (id int PRIMARY KEY, v int)",
+        "INSERT INTO {s}.quiet VALUES (1, 1), (2, 2)",
+        "INSERT INTO {s}.fine VALUES (1, 1), (2, 2)",
+    )
+    replicate(p, "{s}.quiet", "{s}.fine")
+    note = (
+        f"table {p.schema}.quiet has REPLICA IDENTITY NOTHING and cannot be replicated: PostgreSQL logs "
+        "no key for its updates and deletes, so they would never reach the target; run ALTER TABLE "
+        f'"{p.schema}"."quiet" REPLICA IDENTITY DEFAULT (or FULL, or USING INDEX on a unique index of '
+        "NOT NULL columns)"
+    )
+    first = p.engine.run_window()  # no checkpoint yet: a snapshot
+    assert (first.status, first.mode) == ("snapshot", "snapshot")
+    assert first.notes == (note,)
+    assert sorted(first.tables) == [f"{p.schema}.fine"]
+
+    sql(
+        p,
+        "UPDATE {s}.quiet SET v = 10 WHERE id = 1",
+        "DELETE FROM {s}.quiet WHERE id = 2",
+        "UPDATE {s}.fine SET v = 10 WHERE id = 1",
+        "DELETE FROM {s}.fine WHERE id = 2",
+    )
+    results = replicate_until_caught_up(p.engine)
+    assert all(note in r["notes"] for r in results)
+    assert {t for r in results for t in r["tables"]} == {f"{p.schema}.fine"}
+    assert p.engine.source.catalog().refused == {(p.schema, "quiet"): note}
+    fine = p.engine.source.catalog().tables[(p.schema, "fine")]
+    assert [(r["id"], r["v"]) for r in p.engine.sink.fetch_table(fine)] == [(1, 10)]  # type: ignore[attr-defined]
+    assert target_tables(p) == ["FINE"]
+
+    report = run_checks(p.settings)
+    item = report.item(f"postgres.table {p.schema}.quiet")
+    assert (item.status, item.detail) == ("failed", note)
+    assert item.fix == (
+        f'ALTER TABLE "{p.schema}"."quiet" REPLICA IDENTITY DEFAULT (or FULL, or USING INDEX on a unique '
+        "index of NOT NULL columns)"
+    )
+    assert report.item(f"postgres.table {p.schema}.fine").status == "ok"
+
+
+def test_tables_whose_snowflake_names_collide_are_refused_together_while_others_replicate(
+    p: Pipeline,
+) -> None:
+    s, twin = p.schema, p.schema.upper()
+    sql(
+        p,
+        "CREATE TABLE {s}.orders (id int PRIMARY KEY, v int)",
+        'CREATE TABLE {s}."ORDERS" (id int PRIMARY KEY, v int)',
+        'CREATE TABLE "{S}".orders (id int PRIMARY KEY, v int)',
+        "CREATE TABLE {s}.fine (id int PRIMARY KEY, v int)",
+        'CREATE TABLE "{S}".other (id int PRIMARY KEY, v int)',
+        "INSERT INTO {s}.orders VALUES (1, 1)",
+        'INSERT INTO {s}."ORDERS" VALUES (1, 2)',
+        'INSERT INTO "{S}".orders VALUES (1, 3)',
+        "INSERT INTO {s}.fine VALUES (1, 1)",
+    )
+    replicate(p, "{s}.orders", "{s}.ORDERS", "{S}.orders", "{s}.fine", "{S}.other")
+    colliding = [(s, "ORDERS"), (s, "orders"), (twin, "orders")]
+    listed = f'"{twin}"."orders", "{s}"."ORDERS", "{s}"."orders"'
+
+    def note(schema: str, table: str) -> str:
+        return (
+            f"table {schema}.{table} cannot be replicated: the source tables {listed} all land in "
+            f'Snowflake as "{twin}"."ORDERS", which would merge their rows into one table, so none of '
+            f"them is replicated; {COLLISION_FIX}"
+        )
+
+    notes = tuple(note(*ident) for ident in sorted(colliding))
+    catalog = p.engine.source.catalog()
+    assert catalog.refused == {ident: note(*ident) for ident in colliding}
+    assert sorted(catalog.tables) == [(twin, "other"), (s, "fine")]
+
+    first = p.engine.run_window()  # the snapshot
+    assert first.status == "snapshot" and first.notes == notes
+    assert sorted(first.tables) == [f"{twin}.other", f"{s}.fine"]
+
+    sql(
+        p,
+        "UPDATE {s}.orders SET v = 10",
+        'DELETE FROM {s}."ORDERS"',
+        "INSERT INTO {s}.fine VALUES (2, 2)",
+        'INSERT INTO "{S}".other VALUES (1, 1)',
+    )
+    results = replicate_until_caught_up(p.engine)
+    assert all(r["notes"] == list(notes) for r in results)
+    assert {t for r in results for t in r["tables"]} == {f"{twin}.other", f"{s}.fine"}
+    assert target_tables(p) == ["FINE", "OTHER"]  # no ORDERS table: nothing was merged into one
+
+    report = run_checks(p.settings)
+    for schema, table in colliding:
+        item = report.item(f"postgres.table {schema}.{table}")
+        assert (item.status, item.detail, item.fix) == ("failed", note(schema, table), COLLISION_FIX)
+    assert [report.item(f"postgres.table {t}").status for t in (f"{s}.fine", f"{twin}.other")] == ["ok", "ok"]
