@@ -1,71 +1,100 @@
-"""The window's writer: decoded changes -> typed Arrow columns -> zstd Parquet parts in a spool dir.
+"""The window's writer: decoded changes -> rows per table -> Parquet parts in a spool dir.
 
-Each table's rows are buffered column by column (plain Python lists) and converted and written
-as a part as soon as ``part_max_rows`` rows are waiting, so a large window never sits in memory.
-Every row carries the metadata columns the MERGE orders by: ``_CDC_LSN`` (commit LSN of its
+Each table's rows wait as plain lists (values in column order, then the metadata) and are handed
+to ``cdc.parts`` as soon as ``part_max_rows`` rows are waiting, so a large window never sits in
+memory; that part is converted and written on a background thread while reading goes on. Every
+row carries the metadata columns the MERGE orders by: ``_CDC_LSN`` (commit LSN of its
 transaction), ``_CDC_SEQ`` (one counter for the whole window, in stream order), ``_CDC_OP``,
 ``_CDC_COMMIT_TS`` and ``_CDC_UNCHANGED`` (``",3,7,"``: attnums an update left out because their
 TOASTed value did not change; the target keeps them).
+
+``add`` takes a ``Change`` or anything shaped like the stream's row changes (``RowLike``: the
+operation, the names and the values as lists of name/value fields). A complete row whose columns
+come in table order, as wal2json sends them, is placed without a dict.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from cdc.convert import COMMIT_TS_TYPE, ValueLookup, commit_timestamps, convert_column, fill_from_source
+from cdc.convert import ValueLookup, fill_from_source
 from cdc.errors import DecodeError, SchemaError, UnknownColumn
 from cdc.model import Change, Column, Lsn, StagedFile, StagedTable, TableSchema
+from cdc.parts import META_COLUMNS, PartJob, file_digest, part_name, part_schema
 from cdc.typemap import column_mapping
 
-__all__ = ["META_COLUMNS", "StagedFile", "StagedTable", "WindowWriter", "part_name"]
+__all__ = [
+    "META_COLUMNS",
+    "RowLike",
+    "StagedFile",
+    "StagedTable",
+    "WindowWriter",
+    "file_digest",
+    "part_name",
+    "part_schema",
+]
 
 log = logging.getLogger(__name__)
 
-META_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("_CDC_LSN", pa.int64()),
-    ("_CDC_SEQ", pa.int64()),
-    ("_CDC_OP", pa.string()),
-    ("_CDC_COMMIT_TS", COMMIT_TS_TYPE),
-    ("_CDC_UNCHANGED", pa.string()),
-    ("_CDC_MOVED", pa.bool_()),
-    ("_CDC_CHAIN", pa.int64()),
-)
-# After META_COLUMNS, one origin column (``Column.origin_name``) per key column: on the rows of a
-# row whose key changed in this window (from the move on), the key it had before its first move,
-# and in ``_CDC_CHAIN`` the seq of that first move. The MERGE takes unchanged TOAST values of a
-# moved row from its origin. ``_CDC_MOVED`` marks the row a key change moved in.
+
+class FieldLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
 
 
-def part_schema(table: TableSchema) -> pa.Schema:
-    """The Arrow schema of a table's Parquet parts (window and snapshot alike)."""
-    return pa.schema(
-        [
-            pa.field(
-                col.stage_name,
-                column_mapping(col).arrow,
-                metadata={"pg_name": col.name, "pg_type": col.type_name},
-            )
-            for col in table.columns
-        ]
-        + [pa.field(name, typ) for name, typ in META_COLUMNS]
-        + [pa.field(col.origin_name, column_mapping(col).arrow) for col in table.key_columns],
-        metadata={"pg_schema": table.schema, "pg_table": table.name},
-    )
+class RowLike(Protocol):
+    """A row change: ``cdc.source.wal2json.RowChange`` is one, ``Change`` converts to one."""
+
+    @property
+    def op(self) -> str: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def lsn(self) -> object: ...
+    @property
+    def columns(self) -> Sequence[FieldLike] | None: ...
+    @property
+    def identity(self) -> Sequence[FieldLike] | None: ...
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+class _Pair(NamedTuple):
+    name: str
+    value: Any
+
+
+class _Row(NamedTuple):
+    op: str
+    schema: str
+    table: str
+    lsn: Lsn
+    columns: list[_Pair] | None
+    identity: list[_Pair] | None
+
+    @staticmethod
+    def of(change: Change) -> _Row:
+        def pairs(values: dict[str, Any] | None) -> list[_Pair] | None:
+            return None if values is None else [_Pair(k, v) for k, v in values.items()]
+
+        return _Row(
+            change.op, change.schema, change.table, change.lsn, pairs(change.values), pairs(change.identity)
+        )
 
 
 class _TableBuffer:
-    """Rows of one table waiting to be written, plus what the window did to the table."""
+    """Rows of one table waiting to be written, plus what the window did to the table.
+
+    Waiting rows sit one after the other in one flat list (``width`` values each: the table's
+    values in column order, then the META_COLUMNS values, then the origin key columns), so a row
+    costs no container of its own; a flush slices the list into columns.
+    """
 
     def __init__(self, table: TableSchema, spool_dir: Path) -> None:
         if not table.key:
@@ -82,20 +111,21 @@ class _TableBuffer:
         self.dir = spool_dir / table.stage_dir
         self.schema = part_schema(table)
         self.key_columns = table.key_columns
+        self.names = [col.name for col in table.columns]
+        self.key_names = list(table.key)
+        self.key_index = [self.index[k] for k in table.key]
+        self.no_origin = (None,) * len(table.key)
+        self.width = len(table.columns) + len(META_COLUMNS) + len(table.key)
         self.aliases: dict[str, str | None] = {}
-        self.values: list[list[Any]] = [[] for _ in table.columns]
-        self.meta: list[list[Any]] = [[] for _ in META_COLUMNS]
-        self.origins: list[list[Any]] = [[] for _ in table.key]
+        self.waiting: list[Any] = []
+        self.pending = 0  # rows in ``waiting``
         # key now -> (key before its first move in this window, seq of that move)
         self.moved: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
         self.files: list[StagedFile] = []
+        self.parts = 0  # parts started (a part is added to ``files`` once written)
         self.rows = 0
         self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}
         self.truncate: tuple[int, int] | None = None
-
-    @property
-    def pending(self) -> int:
-        return len(self.meta[0])
 
     def known(self, names: dict[str, Any], aliases: dict[str, str | None]) -> dict[str, Any]:
         """The values under their current column names: renamed columns under the new name,
@@ -112,53 +142,39 @@ class _TableBuffer:
                 raise UnknownColumn(self.table.schema, self.table.name, name)
         return names
 
-    def append(
-        self,
-        row: list[Any],
-        meta: tuple[int, int, str, str, str | None, bool, int | None],
-        origin: tuple[Any, ...] | None,
-    ) -> None:
-        for column, value in zip(self.values, row, strict=True):
-            column.append(value)
-        for column, value in zip(self.meta, meta, strict=True):
-            column.append(value)
-        for i, column in enumerate(self.origins):
-            column.append(None if origin is None else origin[i])
-        self.rows += 1
-
-    def flush(self, resolver: ValueLookup | None = None) -> StagedFile | None:
-        if not self.pending:
+    def in_order(self, fields: Sequence[FieldLike] | None) -> list[Any] | None:
+        """The values of a complete row listed in column order (what wal2json sends for every
+        insert, and for an update that changed no TOASTed value); None for anything else."""
+        if (
+            fields is None
+            or len(fields) != len(self.names)
+            or self.aliases
+            or list(map(_NAME, fields)) != self.names
+        ):
             return None
+        return list(map(_VALUE, fields))
+
+    def key_of(self, fields: Sequence[FieldLike]) -> tuple[Any, ...] | None:
+        """The key of an identity that lists exactly the key columns, in key order; else None."""
+        if len(fields) != len(self.key_names) or self.aliases or list(map(_NAME, fields)) != self.key_names:
+            return None
+        return tuple(map(_VALUE, fields))
+
+    def key_row(self, key: tuple[Any, ...]) -> list[Any]:
+        row: list[Any] = [None] * len(self.names)
+        for i, value in zip(self.key_index, key, strict=True):
+            row[i] = value
+        return row
+
+    def take(self, resolver: ValueLookup | None) -> list[list[Any]]:
+        """The waiting rows as columns (values, META_COLUMNS, origins); the buffer is empty after."""
+        flat, self.waiting, self.pending = self.waiting, [], 0
+        columns = [flat[i :: self.width] for i in range(self.width)]
+        del flat
         if resolver is not None:  # NaN/Infinity that wal2json sent as null: read them at the source
-            fill_from_source(self.table, self.mappings, self.values, self.meta[2], self.meta[4], resolver)
-        arrays: list[pa.Array] = []
-        for i, (col, mapping) in enumerate(zip(self.table.columns, self.mappings, strict=True)):
-            arrays.append(convert_column(self.table, col, mapping, self.values[i]))
-            self.values[i] = []
-        lsns, seqs, ops, stamps, unchanged, moved, chain = self.meta
-        arrays += [
-            pa.array(lsns, pa.int64()),
-            pa.array(seqs, pa.int64()),
-            pa.array(ops, pa.string()),
-            commit_timestamps(self.table, stamps),
-            pa.array(unchanged, pa.string()),
-            pa.array(moved, pa.bool_()),
-            pa.array(chain, pa.int64()),
-        ]
-        self.meta = [[] for _ in META_COLUMNS]
-        for i, col in enumerate(self.key_columns):
-            mapping = self.mappings[self.index[col.name]]
-            arrays.append(convert_column(self.table, col, mapping, self.origins[i]))
-            self.origins[i] = []
-        data = pa.Table.from_arrays(arrays, schema=self.schema)
-        name = part_name(len(self.files))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / name
-        pq.write_table(data, path, compression="zstd")
-        size, digest = file_digest(path)
-        staged = StagedFile(name=name, rows=data.num_rows, bytes=size, sha256=digest)
-        self.files.append(staged)
-        return staged
+            n = len(self.names)
+            fill_from_source(self.table, self.mappings, columns[:n], columns[n + 2], columns[n + 4], resolver)
+        return columns
 
     def staged(self) -> StagedTable:
         return StagedTable(
@@ -175,7 +191,12 @@ class _TableBuffer:
 
 
 class WindowWriter:
-    """Collects one window's changes and writes them as Parquet parts under ``spool_dir``."""
+    """Collects one window's changes and writes them as Parquet parts under ``spool_dir``.
+
+    A table's rows leave the buffer as soon as ``part_max_rows`` are waiting. With ``background``
+    the part is converted and written on a background thread while changes go on being added (at
+    most one part at a time); an error of that part surfaces at the next flush or at ``close``.
+    """
 
     def __init__(
         self,
@@ -183,6 +204,7 @@ class WindowWriter:
         schema_for: Callable[[str, str], TableSchema],
         part_max_rows: int = 50_000,
         resolver: ValueLookup | None = None,
+        background: bool = False,
     ) -> None:
         if part_max_rows < 1:
             raise ValueError(f"part_max_rows must be at least 1, got {part_max_rows}")
@@ -194,6 +216,8 @@ class WindowWriter:
         self._seq = 0
         self._rows = 0
         self._bytes = 0
+        self._background = background
+        self._job: PartJob | None = None
         self._result: list[StagedTable] | None = None
 
     @property
@@ -206,53 +230,82 @@ class WindowWriter:
         """Bytes of the Parquet parts written so far."""
         return self._bytes
 
-    def add(self, change: Change, commit_lsn: Lsn, commit_ts: str) -> None:
+    def add(self, change: Change | RowLike, commit_lsn: Lsn, commit_ts: str) -> None:
         """Add one change of the transaction that commits at ``commit_lsn``, in stream order."""
         if self._result is not None:
             raise RuntimeError("WindowWriter.add() after close()")
-        buf = self._buffer(change.schema, change.table)
+        row: RowLike = _Row.of(change) if isinstance(change, Change) else change
+        buf = self._tables.get((row.schema, row.table)) or self._buffer(row.schema, row.table)
         lsn = commit_lsn.value
-        if change.op == "T":
+        op = row.op
+        if op == "I":
+            # the common case inline: every column, in table order (see _TableBuffer.in_order)
+            fields = row.columns
+            if (
+                fields is not None
+                and len(fields) == len(buf.names)
+                and not buf.aliases
+                and list(map(_NAME, fields)) == buf.names
+            ):
+                values = list(map(_VALUE, fields))
+            else:
+                values = _insert_values(buf, row)
+            if buf.moved:
+                buf.moved.pop(tuple(values[i] for i in buf.key_index), None)
+            waiting = buf.waiting
+            waiting += values
+            waiting += (lsn, self._seq, "I", commit_ts, None, False, None)
+            waiting += buf.no_origin
+            buf.pending += 1
+            buf.rows += 1
+            buf.ops["I"] += 1
+            self._seq += 1
+            self._rows += 1
+            if buf.pending >= self._part_max_rows:
+                self._flush(buf)
+            return
+        if op == "U":
+            self._update(buf, row, lsn, commit_ts)
+        elif op == "D":
+            key = buf.key_of(row.identity) if row.identity is not None else None
+            if key is None:
+                old = _values(row, "identity", buf)
+                key = tuple(_key(buf, old, row))
+            if buf.moved:
+                buf.moved.pop(key, None)
+            self._emit(buf, buf.key_row(key), lsn, "D", commit_ts, None)
+        elif op == "T":
             buf.truncate = (lsn, self._seq)
             buf.moved.clear()
             self._seq += 1
-        elif change.op == "I":
-            values = _values(change, "values", buf)
-            if len(values) < len(buf.table.columns):
-                # columns added after this insert: the row reads their missing value (or NULL)
-                values = {
-                    **{c.name: _missing_value(c) for c in buf.table.columns if c.name not in values},
-                    **values,
-                }
-            buf.moved.pop(tuple(values[k] for k in buf.table.key), None)
-            self._emit(buf, _row(buf, values), lsn, "I", commit_ts, None)
-        elif change.op == "U":
-            identity = _values(change, "identity", buf)
-            old = dict(zip(buf.table.key, _key(buf, identity, change), strict=True))
+        else:
+            raise DecodeError(f"table {buf.table.qualified}: unknown change operation {op!r}")
+        buf.ops[op] += 1
+
+    def _update(self, buf: _TableBuffer, change: RowLike, lsn: int, ts: str) -> None:
+        old_key = buf.key_of(change.identity) if change.identity is not None else None
+        if old_key is None:
+            old_key = tuple(_key(buf, _values(change, "identity", buf), change))
+        row = buf.in_order(change.columns)
+        unchanged: str | None = None
+        if row is None:
             # a key column the update left out (an unchanged TOASTed key) still has the old value
-            values = old | _values(change, "values", buf)
-            old_key = tuple(old.values())
-            new_key = tuple(values[k] for k in buf.table.key)
+            values = dict(zip(buf.table.key, old_key, strict=True)) | _values(change, "columns", buf)
             omitted = [col.attnum for col in buf.table.columns if col.name not in values]
             unchanged = "," + "".join(f"{attnum}," for attnum in omitted) if omitted else None
-            if new_key != old_key:
-                # a key change: delete the old key, then move the row in under the new one
-                self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
-                origin, chain = buf.moved.pop(old_key, (old_key, self._seq))
-                buf.moved[new_key] = (origin, chain)
-                self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged, True, chain, origin)
-            elif new_key in buf.moved:
-                origin, chain = buf.moved[new_key]
-                self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged, False, chain, origin)
-            else:
-                self._emit(buf, _row(buf, values), lsn, "U", commit_ts, unchanged)
-        elif change.op == "D":
-            old = dict(zip(buf.table.key, _key(buf, _values(change, "identity", buf), change), strict=True))
-            buf.moved.pop(tuple(old.values()), None)
-            self._emit(buf, _row(buf, old), lsn, "D", commit_ts, None)
+            row = _row(buf, values)
+        new_key = tuple(row[i] for i in buf.key_index)
+        if new_key != old_key:
+            # a key change: delete the old key, then move the row in under the new one
+            self._emit(buf, buf.key_row(old_key), lsn, "D", ts, None)
+            origin, chain = buf.moved.pop(old_key, (old_key, self._seq))
+            buf.moved[new_key] = (origin, chain)
+            self._emit(buf, row, lsn, "U", ts, unchanged, True, chain, origin)
+        elif buf.moved and new_key in buf.moved:
+            origin, chain = buf.moved[new_key]
+            self._emit(buf, row, lsn, "U", ts, unchanged, False, chain, origin)
         else:
-            raise DecodeError(f"table {buf.table.qualified}: unknown change operation {change.op!r}")
-        buf.ops[change.op] += 1
+            self._emit(buf, row, lsn, "U", ts, unchanged)
 
     def alias(self, table: TableSchema, name: str, current: str | None) -> None:
         """Read ``name`` in this table's changes as column ``current`` (None: ignore its values)."""
@@ -274,6 +327,7 @@ class WindowWriter:
         if self._result is None:
             for buf in self._tables.values():
                 self._flush(buf)
+            self._finish()
             self._result = [buf.staged() for buf in self._tables.values()]
         return list(self._result)
 
@@ -306,27 +360,72 @@ class WindowWriter:
         chain: int | None = None,
         origin: tuple[Any, ...] | None = None,
     ) -> None:
-        buf.append(row, (lsn, self._seq, op, ts, unchanged, moved, chain), origin)
+        waiting = buf.waiting
+        waiting += row
+        waiting += (lsn, self._seq, op, ts, unchanged, moved, chain)
+        waiting += buf.no_origin if origin is None else origin
+        buf.pending += 1
+        buf.rows += 1
         self._seq += 1
         self._rows += 1
         if buf.pending >= self._part_max_rows:
             self._flush(buf)
 
     def _flush(self, buf: _TableBuffer) -> None:
-        staged = buf.flush(self._resolver)
-        if staged is not None:
+        """Hand the buffer's rows to the part writer (after the part before it is done)."""
+        if not buf.pending:
+            return
+        columns = buf.take(self._resolver)
+        self._finish()
+        path = buf.dir / part_name(buf.parts)
+        buf.parts += 1
+        self._job = PartJob(buf.table, buf.mappings, buf.schema, columns, path, buf)
+        if not self._background:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Wait for the part being written; record it (or raise what went wrong)."""
+        job, self._job = self._job, None
+        if job is not None:
+            staged = job.wait()
+            job.owner.files.append(staged)
             self._bytes += staged.bytes
 
 
-def _values(change: Change, what: str, buf: _TableBuffer) -> dict[str, Any]:
-    values = change.values if what == "values" else change.identity
-    if values is None:
+_NAME = operator.attrgetter("name")
+_VALUE = operator.attrgetter("value")
+
+
+def _values(change: RowLike, what: str, buf: _TableBuffer) -> dict[str, Any]:
+    fields = change.columns if what == "columns" else change.identity
+    if fields is None:
         op = {"I": "insert", "U": "update", "D": "delete"}.get(change.op, change.op)
+        noun = "values" if what == "columns" else what
         raise DecodeError(
-            f"table {buf.table.qualified}: {op} at LSN {change.lsn} has no {what}; the table needs a "
+            f"table {buf.table.qualified}: {op} at LSN {change.lsn} has no {noun}; the table needs a "
             "primary key (or REPLICA IDENTITY) and the slot the pipeline's wal2json options"
         )
+    values = {f.name: f.value for f in fields}
+    if len(values) != len(fields):
+        seen: set[str] = set()
+        twice = [f.name for f in fields if f.name in seen or seen.add(f.name)]  # type: ignore[func-returns-value]
+        raise DecodeError(
+            f"table {buf.table.qualified}: the change at LSN {change.lsn} lists column {twice[0]!r} "
+            f'twice in "{what}"; check that the slot uses the wal2json plugin with format-version 2'
+        )
     return buf.known(values, buf.aliases)
+
+
+def _insert_values(buf: _TableBuffer, change: RowLike) -> list[Any]:
+    """An insert's row when its columns are not simply the table's in order."""
+    values = _values(change, "columns", buf)
+    if len(values) < len(buf.table.columns):
+        # columns added after this insert: the row reads their missing value (or NULL)
+        values = {
+            **{c.name: _missing_value(c) for c in buf.table.columns if c.name not in values},
+            **values,
+        }
+    return _row(buf, values)
 
 
 def _missing_value(column: Column) -> Any:
@@ -344,7 +443,7 @@ def _missing_value(column: Column) -> Any:
     return text
 
 
-def _key(buf: _TableBuffer, values: dict[str, Any], change: Change) -> list[Any]:
+def _key(buf: _TableBuffer, values: dict[str, Any], change: RowLike) -> list[Any]:
     missing = [k for k in buf.table.key if k not in values]
     if missing:
         raise DecodeError(
@@ -360,13 +459,3 @@ def _row(buf: _TableBuffer, values: dict[str, Any]) -> list[Any]:
     for name, value in values.items():
         row[buf.index[name]] = value
     return row
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +51,15 @@ def cmd_devstack(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from cdc.app import build_alerts, build_engine, report_window
 
+    if args.idle_wait is not None and not args.follow:
+        raise ConfigError(["--idle-wait only applies with --follow: add --follow, or leave --idle-wait out"])
+    if args.idle_wait is not None and args.idle_wait < 0:
+        raise ConfigError([f"--idle-wait must be 0 seconds or more, got {args.idle_wait}"])
     settings = _load(args)
     engine = build_engine(settings)
     alerts = build_alerts(settings)
+    if args.follow:
+        return _follow(args, engine, alerts, report_window)
     try:
         while True:
             result = engine.run_window()
@@ -62,6 +70,32 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     return 1 if result.status == "failed" else 0
+
+
+def _follow(args: argparse.Namespace, engine: Any, alerts: Any, report_window: Any) -> int:
+    """``sync --follow``: windows back to back until SIGINT or SIGTERM (see cdc.follow)."""
+    from cdc.follow import follow
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            sys.stderr.write(f"{signal.Signals(signum).name}: stopping after the current window\n")
+        stop.set()
+
+    def on_result(result: Any) -> None:
+        report_window(engine, alerts, result)
+        _emit(args, result.as_dict(), _describe(result.as_dict()))
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        idle = FOLLOW_IDLE_WAIT_S if args.idle_wait is None else args.idle_wait
+        last = follow(engine.run_window, on_result, stop, idle)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.close()
+    return 1 if last is not None and last.status == "failed" else 0
 
 
 def _describe(r: dict[str, Any]) -> str:
@@ -156,13 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--json", action="store_true")
     dev.set_defaults(func=cmd_devstack)
 
-    sync = sub.add_parser("sync", help="run one window (or windows until caught up)")
+    sync = sub.add_parser("sync", help="run one window (or windows until caught up, or --follow)")
     sync.add_argument("--config", required=True)
-    sync.add_argument("--json", action="store_true")
-    sync.add_argument(
+    sync.add_argument("--json", action="store_true", help="one JSON object per window, one per line")
+    repeat = sync.add_mutually_exclusive_group()
+    repeat.add_argument(
         "--until-caught-up",
         action="store_true",
         help="repeat windows until the slot has nothing more to give",
+    )
+    repeat.add_argument(
+        "--follow",
+        action="store_true",
+        help="run windows back to back until SIGINT/SIGTERM (the current window always finishes)",
+    )
+    sync.add_argument(
+        "--idle-wait",
+        type=float,
+        metavar="SECONDS",
+        help=f"with --follow: pause after a window that caught up (default {FOLLOW_IDLE_WAIT_S:g})",
     )
     sync.set_defaults(func=cmd_sync)
 

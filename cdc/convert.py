@@ -26,16 +26,33 @@ elements are null, a 2-D array is an array of arrays. An array whose lower bound
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from itertools import compress, count, repeat
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdc.errors import DecodeError
 from cdc.model import Column, TableSchema
+from cdc.pgarray import INT_TEXT as _INT
+from cdc.pgarray import parse_money, parse_pg_array, pg_array_json
 from cdc.typemap import NUMBER_KINDS, TypeMapping
+
+__all__ = [
+    "COMMIT_TS_TYPE",
+    "SPECIAL_NUMBERS",
+    "ValueLookup",
+    "commit_timestamps",
+    "convert_column",
+    "fill_from_source",
+    "parse_money",
+    "parse_pg_array",
+    "pg_array_json",
+]
 
 COMMIT_TS_TYPE = pa.timestamp("us", tz="UTC")
 _CONVERT_ERRORS = (
@@ -49,11 +66,8 @@ _CONVERT_ERRORS = (
 _SHOWN = 80
 
 SPECIAL_NUMBERS = frozenset({"NaN", "Infinity", "-Infinity"})
-_INT = re.compile(r"-?\d+")
 _NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")  # numeric_out never writes an exponent
 _FLOAT = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_MONEY = re.compile(r"(-?)\$?(\d{1,3}(?:,\d{3})*|\d+)\.(\d\d)")  # lc_monetary=C: "-$1,234.56"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DATE = r"\d{4,}-\d\d-\d\d"
 _TIME = r"\d\d:\d\d:\d\d(?:\.\d{1,6})?"
@@ -134,14 +148,6 @@ def _float(value: Any, _: TypeMapping) -> float:
     return float(text)  # correctly rounded; "NaN", "Infinity" and "-Infinity" included
 
 
-def parse_money(text: str) -> Decimal:
-    """``-$1,234.56`` (money's output under lc_monetary=C) -> ``Decimal('-1234.56')``."""
-    m = _MONEY.fullmatch(text)
-    if m is None:
-        raise ValueError(f"{text!r} is not money as lc_monetary=C prints it ('-$1,234.56')")
-    return Decimal(f"{m.group(1)}{m.group(2).replace(',', '')}.{m.group(3)}")
-
-
 def _money(value: Any, _: TypeMapping) -> Decimal:
     if not isinstance(value, str):
         raise _BadValue("is not money text")
@@ -218,7 +224,22 @@ _PREPARE: dict[str, tuple[Callable[[Any, TypeMapping], Any], bool]] = {
 }
 
 
-def convert_column(table: TableSchema, column: Column, mapping: TypeMapping, values: list[Any]) -> pa.Array:
+def convert_column(
+    table: TableSchema, column: Column, mapping: TypeMapping, values: Sequence[Any]
+) -> pa.Array:
+    """One column's JSON values (as wal2json sent them) as an Arrow array of ``mapping.arrow``.
+
+    The whole column goes through one vectorised step where it can (``_whole_column``); otherwise,
+    and for any column that step refuses, each value is checked and prepared on its own, so a
+    value that does not fit is reported by name."""
+    whole = _whole_column(mapping, values)
+    if whole is not None:
+        return whole
+    return _each_value(table, column, mapping, values)
+
+
+def _each_value(table: TableSchema, column: Column, mapping: TypeMapping, values: Sequence[Any]) -> pa.Array:
+    """The per-value path: check and prepare each value; the first one that does not fit is named."""
     prepare, cast = _PREPARE[mapping.kind]
 
     def fail(value: Any, reason: str) -> DecodeError:
@@ -256,6 +277,72 @@ def convert_column(table: TableSchema, column: Column, mapping: TypeMapping, val
         ) from exc
 
 
+# --- whole columns -----------------------------------------------------------------------------
+
+_SPECIALS = "|NaN|Infinity|-Infinity"
+# RE2 (Arrow) forms of the patterns above, anchored. RE2's \d is ASCII only, so each accepts no
+# more than the per-value check; interval's pattern needs lookahead, which RE2 lacks.
+_WHOLE_PATTERNS: dict[str, str] = {
+    "uuid": _UUID.pattern,
+    "numeric": _NUMERIC.pattern + _SPECIALS,
+    "float4": _FLOAT.pattern + _SPECIALS,
+    "float8": _FLOAT.pattern + _SPECIALS,
+    **{kind: pattern.pattern for kind, (pattern, _) in _TEMPORAL.items() if kind != "interval"},
+}
+_TEXT_KINDS = frozenset({"string", "text", "json"})
+_NUMBER_TEXT_KINDS = frozenset({"numeric", "float4", "float8", "decimal"})
+
+
+def _whole_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | None:
+    """The column converted in one vectorised step, or None where the per-value path must decide.
+
+    Accepts exactly what the per-value path accepts with the same result, or refuses: integers
+    and booleans only as JSON integers and booleans, text kinds only as strings (checked against
+    their pattern), numbers as their text or JSON integers, then cast by Arrow (correctly rounded,
+    like ``float()``). Arrays are converted once per distinct text."""
+    kind = mapping.kind
+    try:
+        if kind == "array":
+            return _array_column(mapping, values)
+        if kind in _NUMBER_TEXT_KINDS:
+            # JSON integers as their text (bool is not int here: it stays and is refused)
+            values = [str(v) if v.__class__ is int else v for v in values]
+        if kind not in _TEXT_KINDS and kind not in _WHOLE_PATTERNS and kind not in ("int", "bool", "decimal"):
+            return None
+        array = pa.array(values)
+        if array.type == pa.null():
+            return pa.nulls(len(array), mapping.arrow)
+        if kind == "int":
+            return array.cast(mapping.arrow) if array.type == pa.int64() else None
+        if kind == "bool":
+            return array if array.type == pa.bool_() else None
+        if array.type != pa.string():
+            return None
+        pattern = _WHOLE_PATTERNS.get(kind)
+        if pattern is not None and not pc.all(pc.match_substring_regex(array, f"^(?:{pattern})$")).as_py():
+            return None
+        return array if mapping.arrow == pa.string() else array.cast(mapping.arrow)
+    except _CONVERT_ERRORS:
+        return None
+
+
+def _array_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | None:
+    assert mapping.element is not None
+    done: dict[str, str] = {}
+    out: list[str | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        elif value.__class__ is str:
+            rendered = done.get(value)
+            if rendered is None:
+                rendered = done[value] = pg_array_json(value, mapping.element, mapping.delimiter)
+            out.append(rendered)
+        else:
+            return None
+    return pa.array(out, pa.string())
+
+
 def commit_timestamps(table: TableSchema, stamps: list[str]) -> pa.Array:
     try:
         return pa.array(stamps, pa.string()).cast(COMMIT_TS_TYPE)
@@ -264,107 +351,6 @@ def commit_timestamps(table: TableSchema, stamps: list[str]) -> pa.Array:
             f"table {table.qualified}: a commit timestamp is not in PostgreSQL's form "
             f"'2026-11-29 07:02:32.502865+00' ({exc}); first one: {_shown(stamps[0])}"
         ) from exc
-
-
-# --- arrays -------------------------------------------------------------------------------------
-
-
-def parse_pg_array(text: str, delimiter: str = ",") -> tuple[list[int] | None, list[Any]]:
-    """PostgreSQL array text -> (lower bounds, or None when all are 1; nested lists of element
-    text, None for NULL). ``'[0:1]={"a b",NULL}'`` -> ``([0], ["a b", None])``."""
-    pos = 0
-    lower: list[int] | None = None
-    if text.startswith("["):
-        eq = text.find("=")
-        if eq < 0:
-            raise ValueError("dimension decoration without '='")
-        bounds = re.findall(r"\[(-?\d+):(-?\d+)\]", text[:eq])
-        if "".join(f"[{lo}:{hi}]" for lo, hi in bounds) != text[:eq]:
-            raise ValueError(f"bad dimension decoration {text[:eq]!r}")
-        lower = [int(lo) for lo, _ in bounds]
-        pos = eq + 1
-
-    def element(i: int) -> tuple[Any, int]:
-        if text.startswith("{", i):
-            return items(i)
-        if text.startswith('"', i):
-            out, i = [], i + 1
-            while i < len(text) and text[i] != '"':
-                if text[i] == "\\":
-                    i += 1
-                out.append(text[i : i + 1])
-                i += 1
-            if i >= len(text):
-                raise ValueError("unterminated quoted element")
-            return "".join(out), i + 1
-        start, out, escaped = i, [], False
-        while i < len(text) and text[i] not in (delimiter, "}"):
-            if text[i] == "\\":
-                i, escaped = i + 1, True
-            out.append(text[i : i + 1])
-            i += 1
-        raw = "".join(out).strip()
-        if not raw or i >= len(text):
-            raise ValueError(f"empty or unterminated element at offset {start}")
-        return (None if raw.upper() == "NULL" and not escaped else raw), i
-
-    def items(i: int) -> tuple[list[Any], int]:
-        result: list[Any] = []
-        i += 1  # "{"
-        if text.startswith("}", i):
-            return result, i + 1
-        while True:
-            value, i = element(i)
-            result.append(value)
-            if text.startswith("}", i):
-                return result, i + 1
-            if not text.startswith(delimiter, i):
-                raise ValueError(f"expected {delimiter!r} or '}}' at offset {i}")
-            i += 1
-
-    if not text.startswith("{", pos):
-        raise ValueError("an array starts with '{'")
-    values, end = items(pos)
-    if end != len(text):
-        raise ValueError(f"unexpected text after the array at offset {end}")
-    if lower is not None and all(b == 1 for b in lower):
-        lower = None
-    return lower, values
-
-
-def _element_json(text: str, element: TypeMapping) -> str:
-    kind = element.kind
-    if kind == "int" and _INT.fullmatch(text):
-        return text
-    if kind in ("float4", "float8") and _JSON_NUMBER.fullmatch(text):
-        return text
-    if kind == "bool" and text in ("t", "f"):
-        return "true" if text == "t" else "false"
-    if kind == "json":
-        json.loads(text)  # raises ValueError when the element is not JSON
-        return text
-    if kind == "money":
-        return json.dumps(str(parse_money(text)))
-    if kind in ("int", "bool"):
-        raise ValueError(f"element {text!r} is not a {kind}")
-    return json.dumps(text, ensure_ascii=False)  # numeric, NaN/Infinity, and every text form
-
-
-def pg_array_json(text: str, element: TypeMapping, delimiter: str = ",") -> str:
-    """PostgreSQL array text -> the JSON text staged for it (see the module docstring)."""
-    lower, values = parse_pg_array(text, delimiter)
-
-    def render(value: Any) -> str:
-        if value is None:
-            return "null"
-        if isinstance(value, list):
-            return "[" + ",".join(render(v) for v in value) + "]"
-        return _element_json(value, element)
-
-    body = render(values)
-    if lower is None:
-        return body
-    return '{"lower_bounds":' + json.dumps(lower, separators=(",", ":")) + ',"values":' + body + "}"
 
 
 # --- NaN and +/-Infinity that wal2json sent as null ----------------------------------------------
@@ -406,7 +392,12 @@ def fill_from_source(
     position = {col.name: i for i, col in enumerate(table.columns)}
     key_index = [position[k] for k in table.key]
     wanted: list[tuple[int, tuple[Any, ...], list[int]]] = []
-    for row, op in enumerate(ops):
+    # rows with a null in some number column, found without a Python step per row
+    candidates: set[int] = set()
+    for i in numeric:
+        candidates.update(compress(count(), map(operator.is_, values[i], repeat(None))))
+    for row in sorted(candidates):
+        op = ops[row]
         if op not in ("I", "U"):
             continue
         omitted = unchanged[row] or ""

@@ -27,12 +27,13 @@ from cdc import failpoints, snapshot_mode
 from cdc.checkpoint import CheckpointStore, Lease
 from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog, redact
-from cdc.model import Lsn, Message, SlotHealth, StagedTable, TableSchema, WindowResult
+from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, StagedTable, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
 from cdc.snapshot_mode import ProgressHook
 from cdc.source.catalog import Catalog
 from cdc.source.slot import SlotInfo, StreamPosition
+from cdc.source.wal2json import RowChange
 from cdc.stage import Stage, build_manifest, window_prefix, write_manifest
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class Source(Protocol):
     def stream(
         self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
     ) -> Generator[tuple[Message, int], None, None]: ...
+    def stream_rows(
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+    ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]: ...
     def confirm(self, lsn: Lsn) -> None: ...
 
 

@@ -9,7 +9,6 @@ being read ends the window just before it (the next window starts with the new s
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -19,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from cdc.batch import StagedTable, WindowWriter
 from cdc.errors import SchemaError, SourceError, UnknownColumn
-from cdc.model import Begin, Change, Commit, Lsn, TableSchema
+from cdc.model import Begin, Commit, Lsn, TableSchema
 from cdc.source.catalog import Catalog
 from cdc.source.slot import StreamPosition
+from cdc.source.wal2json import RowChange
 
 if TYPE_CHECKING:
     from cdc.engine import Source
@@ -81,27 +81,32 @@ class WindowReader:
             lambda s, t: self.tables[(s, t)],
             bounds.part_max_rows,
             resolver=getattr(self.source, "lookup_values", None),
+            background=True,  # a full part is written while the stream goes on
         )
         txn: Begin | None = None
         in_txn_changes = 0
-        stream = self.source.stream(start, bounds.until, bounds.deadline, position)
+        stream = self.source.stream_rows(start, bounds.until, bounds.deadline, position)
         try:
             for message, _size in stream:
-                if isinstance(message, Begin):
-                    txn, in_txn_changes = message, 0
-                elif isinstance(message, Change):
+                if isinstance(message, RowChange):
                     if txn is None:
                         raise SourceError("decoder sent a change outside a transaction")
                     change = self._route(message, read)
                     if change is None:
                         continue
-                    copied_at = self.snapshot_lsns.get(f"{change.schema}.{change.table}")
-                    if copied_at is not None and txn.commit_lsn < copied_at:
-                        continue
-                    if not self._add(writer, change, txn, read):
-                        read.stop_reason = "schema_change"
-                        break
+                    if self.snapshot_lsns:
+                        copied_at = self.snapshot_lsns.get(f"{change.schema}.{change.table}")
+                        if copied_at is not None and txn.commit_lsn < copied_at:
+                            continue
+                    try:
+                        writer.add(change, txn.commit_lsn, txn.commit_ts)
+                    except SchemaError:  # a column it does not know, or a table it cannot stage
+                        if not self._add(writer, change, txn, read):
+                            read.stop_reason = "schema_change"
+                            break
                     in_txn_changes += 1
+                elif isinstance(message, Begin):
+                    txn, in_txn_changes = message, 0
                 elif isinstance(message, Commit):
                     txn = None
                     read.transactions += 1
@@ -142,13 +147,14 @@ class WindowReader:
         )
         return read
 
-    def _route(self, change: Change, read: WindowRead) -> Change | None:
+    def _route(self, change: RowChange, read: WindowRead) -> RowChange | None:
         """The change as it counts for a replicated table, or None when no replicated table has it."""
-        root = self.partitions.get(change.ident)
-        if root is not None:
-            change = dataclasses.replace(change, schema=root[0], table=root[1])
         ident = change.ident
-        if ident in self.skip or f"{change.schema}.{change.table}" in read.stopped:
+        root = self.partitions.get(ident) if self.partitions else None
+        if root is not None:
+            change = change.moved_to(root[0], root[1])
+            ident = change.ident
+        if ident in self.skip or (read.stopped and f"{change.schema}.{change.table}" in read.stopped):
             return None
         if ident not in self.tables and ident not in self.refused:
             self._refresh()  # a table created after the window started
@@ -168,7 +174,7 @@ class WindowReader:
         self.partitions.update(fresh.partitions)
         return fresh
 
-    def _add(self, writer: WindowWriter, change: Change, txn: Begin, read: WindowRead) -> bool:
+    def _add(self, writer: WindowWriter, change: RowChange, txn: Begin, read: WindowRead) -> bool:
         """Add a change; False when the window must end before its transaction (schema change)."""
         table = self.tables[change.ident]
         for _ in range(len(table.columns) + 8):  # each round resolves one unknown column

@@ -3,11 +3,13 @@
 Usage::
 
     python tools/bench.py [--changes N] [--repeat 3] [--seed 8] [--out bench.json] [--no-profile]
+                          [--window-changes N] [--skip apply,snapshot] [--latency [--latency-seconds S]]
 
 It starts (or reuses) a devstack in ``.devstack/bench``, recreates schema ``bench`` with a narrow
 table (``accounts``, like pgbench_accounts) and a wide one (``wide``, 15 mixed columns), and
 creates every replication slot the run reads *before* the workload: one per measurement and
-repetition (``bench_dec_<r>``, ``bench_rcv_<r>``, ``bench_pipe_<r>``, plus ``bench_prof``). All
+repetition (``bench_dec_<r>``, ``bench_rcv_<r>``, ``bench_pipe_<r>``, plus ``bench_half`` and
+``bench_prof``). All
 slots therefore start before the workload's first commit and each one decodes exactly the same WAL;
 no slot is read twice (pg_recvlogical and the pipeline confirm what they read, so a slot cannot be
 reused, and pg_replication_slot_advance cannot move a slot backwards). The slots are dropped at the
@@ -18,25 +20,28 @@ Then, ``--repeat`` times each (median and range reported):
 
 * decode: a minimal reader on its own slot over the streaming replication protocol (psycopg2,
   ``WAL2JSON_OPTIONS``, the reader's session settings), counting messages and bytes, sleeping
-  2 ms when the socket is empty so messages arrive in batches: the decode ceiling;
+  2 ms when the socket is empty so messages arrive in batches (as the pipeline's reader does): the
+  decode ceiling, with the walsender's CPU time and the counting reader's;
 * recvlogical: ``pg_recvlogical`` with the same options to /dev/null, ``--endpos`` = WAL end;
-* pipeline: a child process runs windows the way the engine does, without Snowflake: catalog,
-  ``WindowReader.read`` (stream + parse + Arrow + Parquet into a spool dir), ``LocalStage.publish``
-  plus manifest into the stack's stage, ``confirm``; changes/s and the child's peak RSS
-  (``ru_maxrss`` of that child from ``os.wait4``, i.e. what ``getrusage(RUSAGE_CHILDREN)`` reports
-  for a single child);
+* pipeline: a child process runs windows the way the engine does, without Snowflake (see
+  ``bench_pipeline``), ``--window-changes`` per window (default: the whole workload in one window);
+  changes/s, the child's peak RSS, its CPU time (reading thread and part writer) and the
+  walsender's; then once more with windows half as large, to show peak memory does not grow with
+  the window;
 * apply: the windows the first pipeline repetition staged, loaded into fresh target tables on the
   fakesnow stand-in (``SnowflakeSink.apply``: COPY + MERGE; table creation not timed);
 * snapshot: ``cdc.snapshot.copy.copy_table`` of each table (CSV COPY -> Arrow -> Parquet) vs a raw
   ``COPY table TO STDOUT (FORMAT binary)`` into a byte counter.
 
-A profiled pipeline run (cProfile, own slot) lists the top functions. Nothing here asserts on time.
+A profiled pipeline run (cProfile of the reading thread, own slot) lists the top functions.
+``--latency`` adds commit-to-visible latency at a steady 1,000 changes/s (``bench_latency``), for
+one window per 10 s and for ``cdc sync --follow``. ``--skip`` leaves out the apply and/or snapshot
+phases. Nothing here asserts on time.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
 import subprocess
@@ -59,12 +64,19 @@ from cdc.source.slot import SESSION_OPTIONS  # noqa: E402
 from cdc.source.wal2json import WAL2JSON_OPTIONS  # noqa: E402
 
 PG_RECVLOGICAL = "/usr/lib/postgresql/15/bin/pg_recvlogical"
+from bench_pipeline import WalsenderClock, pipeline_child  # noqa: E402
 from bench_report import print_table, stats, top_functions  # noqa: E402
 from bench_workload import DDL, SCHEMA, SLOT_PREFIX, TABLES, TXN_ROWS, run_workload  # noqa: E402
 
 
-def decode_ceiling(dsn: str, slot: str, expected_messages: int) -> dict[str, Any]:
-    """Minimal streaming reader: count wal2json messages until every expected one arrived."""
+def decode_ceiling(dsn: str, admin_dsn: str, slot: str, expected_messages: int) -> dict[str, Any]:
+    """Minimal streaming reader: count wal2json messages until every expected one arrived.
+
+    Like the pipeline's reader, it sleeps 2 ms whenever the socket is empty, so the walsender
+    (which sends and flushes each change on its own) fills the socket instead of waking the
+    reader per message; its CPU time and the walsender's are reported."""
+    clock = WalsenderClock(admin_dsn, slot)
+    cpu_before = time.process_time()
     started = time.monotonic()
     conn = psycopg2.connect(
         dsn, options=SESSION_OPTIONS, connection_factory=psycopg2.extras.LogicalReplicationConnection
@@ -84,9 +96,17 @@ def decode_ceiling(dsn: str, slot: str, expected_messages: int) -> dict[str, Any
             messages += 1
             payload += len(msg.payload)
         seconds = time.monotonic() - started
+        cpu = time.process_time() - cpu_before
     finally:
         conn.close()
-    return {"seconds": seconds, "messages": messages, "payload_bytes": payload}
+        walsender = clock.stop()
+    return {
+        "seconds": seconds,
+        "messages": messages,
+        "payload_bytes": payload,
+        "reader_cpu_s": cpu,
+        "walsender_cpu_s": walsender,
+    }
 
 
 def recvlogical(dsn: str, slot: str, end: Lsn) -> dict[str, Any]:
@@ -115,109 +135,6 @@ def recvlogical(dsn: str, slot: str, end: Lsn) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"pg_recvlogical exited {proc.returncode}: {err.strip()}")
     return {"seconds": seconds, "max_rss_kb": usage.ru_maxrss}
-
-
-def pipeline_child(
-    env: dict[str, Any], slot: str, end: Lsn, prefix: str, profile: Path | None
-) -> dict[str, Any]:
-    """Run the pipeline part in a child process; its peak RSS comes from wait4 (RUSAGE of that child)."""
-    args = {
-        "dsn": env["postgres_dsn"],
-        "stage_dir": env["stage_dir"],
-        "slot": slot,
-        "end": str(end),
-        "prefix": prefix,
-        "profile": str(profile) if profile else None,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pipeline child failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    result["max_rss_kb"] = usage.ru_maxrss
-    return result
-
-
-def _child_main(raw: str) -> None:
-    """Inside the child: windows as the engine runs them, with Snowflake left out."""
-    import logging
-    import resource
-
-    from cdc.reader import ReadBounds, WindowReader
-    from cdc.settings import FIELDS
-    from cdc.source.slot import PostgresSource
-    from cdc.stage import LocalStage, build_manifest, window_prefix, write_manifest
-
-    logging.disable(logging.WARNING)
-    args = json.loads(raw)
-    defaults = {f.name: f.default for f in FIELDS}
-    params = psycopg2.extensions.parse_dsn(args["dsn"])
-    source = PostgresSource(params, args["slot"], TABLES)
-    stage = LocalStage(Path(args["stage_dir"]))
-    end = Lsn.parse(args["end"])
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out: dict[str, Any] = {"changes": 0, "transactions": 0, "windows": 0, "bytes_staged": 0, "prefixes": []}
-
-    def work() -> None:
-        info = source.slot_info()
-        assert info is not None and info.confirmed_flush is not None
-        start = info.confirmed_flush
-        while True:
-            catalog = source.catalog()
-            reader = WindowReader(source, catalog, lambda table: {})
-            bounds = ReadBounds(
-                until=end,
-                deadline=time.monotonic() + 3600,
-                max_changes=defaults["window_max_changes"],
-                part_max_rows=defaults["part_max_rows"],
-            )
-            with tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
-                read = reader.read(start, Path(spool), bounds)
-                if read.end <= start and not read.staged:
-                    break
-                prefix = window_prefix(args["prefix"], start, read.end)
-                out["bytes_staged"] += stage.publish(Path(spool), prefix)
-                manifest = build_manifest(
-                    args["prefix"],
-                    f"w{out['windows']}",
-                    start,
-                    read.end,
-                    read.staged,
-                    {
-                        "last_commit_lsn": read.last_commit_lsn.value if read.last_commit_lsn else None,
-                        "transactions": read.transactions,
-                        "changes": read.changes,
-                    },
-                )
-                write_manifest(stage, prefix, manifest)
-            source.confirm(read.end)
-            out["prefixes"].append(prefix)
-            out["windows"] += 1
-            out["changes"] += read.changes
-            out["transactions"] += read.transactions
-            start = read.end
-            if read.caught_up or read.end >= end:
-                break
-
-    started = time.monotonic()
-    if args["profile"]:
-        prof = cProfile.Profile()
-        prof.runcall(work)
-        prof.dump_stats(args["profile"])
-    else:
-        work()
-    out["seconds"] = time.monotonic() - started
-    out["rss_before_kb"] = rss_before
-    source.close()
-    print(json.dumps(out))
 
 
 def apply_windows(settings: Any, stage_dir: str, prefixes: list[str]) -> dict[str, Any]:
@@ -317,18 +234,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("--dir", default=str(ROOT / ".devstack" / "bench"))
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument(
+        "--window-changes", type=int, default=0, help="changes per pipeline window (default: all in one)"
+    )
+    ap.add_argument("--skip", default="", help="phases to leave out: apply,snapshot")
+    ap.add_argument("--latency", action="store_true", help="also measure commit-to-visible latency")
+    ap.add_argument("--latency-seconds", type=float, default=60.0, help="steady load per latency mode")
+    phases = ap.add_argument_group("phases run on their own (tools/bench_phases.py)")
+    phases.add_argument("--big-txn", default="", help="memory of one transaction per size: 500000,1000000")
+    phases.add_argument("--tracemalloc", action="store_true", help="--big-txn: largest allocation sites")
+    phases.add_argument("--snapshot-rows", type=int, default=0, help="snapshot vs raw COPY of N-row tables")
+    phases.add_argument("--apply-tables", type=int, default=0, help="apply of K tables one/several at a time")
+    phases.add_argument("--apply-rows", type=int, default=20_000, help="--apply-tables: rows per table")
     opts = ap.parse_args(argv)
-    if opts.changes < 1 or opts.repeat < 1:
-        ap.error("--changes and --repeat must be positive")
+    if opts.changes < 1 or opts.repeat < 1 or opts.window_changes < 0:
+        ap.error("--changes and --repeat must be positive, --window-changes 0 or more")
+    skip = {p.strip() for p in opts.skip.split(",") if p.strip()}
+    if skip - {"apply", "snapshot"}:
+        ap.error(f"--skip takes apply and/or snapshot, not {sorted(skip - {'apply', 'snapshot'})}")
+    window = opts.window_changes or opts.changes
 
     from cdc import devstack
     from cdc.settings import load
-    from cdc.source.catalog import load_catalog
 
     log = print if sys.stderr.isatty() else (lambda *a: print(*a, file=sys.stderr))
     log(f"devstack in {opts.dir} ...")
     env = devstack.up(Path(opts.dir))
     settings = load(env["config"], env={})
+    if opts.big_txn or opts.snapshot_rows or opts.apply_tables:
+        from bench_phases import run_phases
+
+        phased = run_phases(opts, env, settings, log)
+        Path(opts.out).write_text(json.dumps(phased, indent=2, default=str) + "\n")
+        print(json.dumps({k: v for k, v in phased.items() if k != "params"}, indent=2, default=str))
+        return 0
     dsn = env["postgres_dsn"]
     admin = psycopg2.connect(env["postgres_admin_dsn"])
     admin.autocommit = True
@@ -338,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": opts.repeat,
             "seed": opts.seed,
             "txn_rows": TXN_ROWS,
+            "window_changes": window,
             "started": datetime.now(UTC).isoformat(),
         }
     }
@@ -347,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             for stmt in DDL:
                 cur.execute(stmt)
         slots = [f"{SLOT_PREFIX}{kind}_{r}" for r in range(opts.repeat) for kind in ("dec", "rcv", "pipe")]
+        slots.append(f"{SLOT_PREFIX}half")  # memory: the same changes in windows half as large
         if not opts.no_profile:
             slots.append(f"{SLOT_PREFIX}prof")
         with admin.cursor() as cur:
@@ -385,9 +326,13 @@ def main(argv: list[str] | None = None) -> int:
 
         runs: dict[str, list[dict[str, Any]]] = {"decode": [], "recvlogical": [], "pipeline": []}
         for r in range(opts.repeat):
-            runs["decode"].append(decode_ceiling(dsn, f"{SLOT_PREFIX}dec_{r}", expected))
+            runs["decode"].append(
+                decode_ceiling(dsn, env["postgres_admin_dsn"], f"{SLOT_PREFIX}dec_{r}", expected)
+            )
             runs["recvlogical"].append(recvlogical(dsn, f"{SLOT_PREFIX}rcv_{r}", end))
-            runs["pipeline"].append(pipeline_child(env, f"{SLOT_PREFIX}pipe_{r}", end, f"bench-r{r}", None))
+            runs["pipeline"].append(
+                pipeline_child(env, f"{SLOT_PREFIX}pipe_{r}", end, f"bench-r{r}", window, None)
+            )
             log(
                 f"rep {r + 1}/{opts.repeat}: decode {runs['decode'][-1]['seconds']:.2f} s, recvlogical "
                 f"{runs['recvlogical'][-1]['seconds']:.2f} s, "
@@ -410,39 +355,30 @@ def main(argv: list[str] | None = None) -> int:
         measured["pipeline"]["rss_after_imports_kb"] = runs["pipeline"][0]["rss_before_kb"]
         measured["pipeline"]["windows"] = runs["pipeline"][0]["windows"]
         measured["pipeline"]["bytes_staged"] = runs["pipeline"][0]["bytes_staged"]
-
-        log("apply (COPY + MERGE on fakesnow) ...")
-        applies = [
-            apply_windows(settings, env["stage_dir"], runs["pipeline"][0]["prefixes"])
-            for _ in range(opts.repeat)
-        ]
-        asecs = [a["seconds"] for a in applies]
-        measured["apply"] = {
-            "seconds": stats(asecs),
-            "changes_per_s": stats([n / s for s in asecs]),
-            "loaded_rows": applies[0]["loaded_rows"],
-            "target_rows": applies[0]["target_rows"],
+        # where the CPU goes, in microseconds per change (median over the repetitions)
+        measured["cpu_us_per_change"] = {
+            "walsender_for_decode_ceiling": stats([1e6 * x["walsender_cpu_s"] / n for x in runs["decode"]]),
+            "counting_reader": stats([1e6 * x["reader_cpu_s"] / n for x in runs["decode"]]),
+            "walsender_for_pipeline": stats([1e6 * x["walsender_cpu_s"] / n for x in runs["pipeline"]]),
+            "pipeline_process": stats([1e6 * x["cpu_s"] / n for x in runs["pipeline"]]),
+            "pipeline_reading_thread": stats([1e6 * x["reading_thread_cpu_s"] / n for x in runs["pipeline"]]),
         }
-        expected_rows = {f"{SCHEMA}.{t}": c for t, c in work["rows"].items()}
-        measured["apply"]["target_matches_source_count"] = applies[0]["target_rows"] == expected_rows
+        log(f"memory: the same changes in windows of {max(1, window // 2)} ...")
+        half = pipeline_child(env, f"{SLOT_PREFIX}half", end, "bench-half", max(1, window // 2), None)
+        measured["memory"] = {
+            "window_changes": window,
+            "max_rss_kb": measured["pipeline"]["max_rss_kb"]["median"],
+            "half_window_changes": max(1, window // 2),
+            "half_window_max_rss_kb": float(half["max_rss_kb"]),
+            "half_window_windows": half["windows"],
+        }
 
-        log("snapshot vs raw COPY ...")
-        catalog_conn = psycopg2.connect(dsn, options=SESSION_OPTIONS)
-        try:
-            catalog = load_catalog(catalog_conn, TABLES)
-        finally:
-            catalog_conn.close()
-        measured["snapshot"] = {}
-        for _ident, table in sorted(catalog.tables.items()):
-            pairs = [snapshot_pair(dsn, table) for _ in range(opts.repeat)]
-            rows = pairs[0]["rows"]
-            measured["snapshot"][table.qualified] = {
-                "rows": rows,
-                "raw_copy_bytes": pairs[0]["raw_bytes"],
-                "raw_copy_rows_per_s": stats([rows / p["raw_seconds"] for p in pairs]),
-                "copy_table_rows_per_s": stats([rows / p["copy_seconds"] for p in pairs]),
-                "ratio_copy_table_to_raw": stats([p["raw_seconds"] / p["copy_seconds"] for p in pairs]),
-            }
+        if "apply" not in skip:
+            log("apply (COPY + MERGE on fakesnow) ...")
+            measured["apply"] = measure_apply(settings, env, runs, work, opts.repeat)
+        if "snapshot" not in skip:
+            log("snapshot vs raw COPY ...")
+            measured["snapshot"] = measure_snapshot(dsn, opts.repeat)
         result["measured"] = measured
         pipe, dec = (
             measured["pipeline"]["changes_per_s"]["median"],
@@ -452,16 +388,23 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline_to_decode_ceiling": pipe / dec,
             "pipeline_to_recvlogical": pipe / measured["recvlogical"]["changes_per_s"]["median"],
             "decode_ceiling_to_recvlogical": dec / measured["recvlogical"]["changes_per_s"]["median"],
-            "apply_to_pipeline": measured["apply"]["changes_per_s"]["median"] / pipe,
-            "snapshot_to_raw_copy": {
-                t: v["ratio_copy_table_to_raw"]["median"] for t, v in measured["snapshot"].items()
-            },
         }
+        if "apply" in measured:
+            result["ratios"]["apply_to_pipeline"] = measured["apply"]["changes_per_s"]["median"] / pipe
+        if "snapshot" in measured:
+            result["ratios"]["snapshot_to_raw_copy"] = {
+                t: v["ratio_copy_table_to_raw"]["median"] for t, v in measured["snapshot"].items()
+            }
+        if opts.latency:
+            from bench_latency import measure_latency
+
+            log(f"latency at a steady 1,000 changes/s ({opts.latency_seconds:.0f} s per mode) ...")
+            result["latency"] = measure_latency(env, settings, opts.latency_seconds, log)
         if not opts.no_profile:
             log("profiled pipeline run ...")
             with tempfile.TemporaryDirectory() as tmp:
                 prof_path = Path(tmp) / "pipeline.prof"
-                prof_run = pipeline_child(env, f"{SLOT_PREFIX}prof", end, "bench-prof", prof_path)
+                prof_run = pipeline_child(env, f"{SLOT_PREFIX}prof", end, "bench-prof", window, prof_path)
                 result["profile"] = {
                     "seconds_under_cprofile": prof_run["seconds"],
                     "top_by_tottime": top_functions(prof_path),
@@ -475,8 +418,49 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def measure_apply(
+    settings: Any,
+    env: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
+    work: dict[str, Any],
+    repeat: int,
+) -> dict[str, Any]:
+    n = work["changes"]
+    applies = [
+        apply_windows(settings, env["stage_dir"], runs["pipeline"][0]["prefixes"]) for _ in range(repeat)
+    ]
+    asecs = [a["seconds"] for a in applies]
+    expected_rows = {f"{SCHEMA}.{t}": c for t, c in work["rows"].items()}
+    return {
+        "seconds": stats(asecs),
+        "changes_per_s": stats([n / s for s in asecs]),
+        "loaded_rows": applies[0]["loaded_rows"],
+        "target_rows": applies[0]["target_rows"],
+        "target_matches_source_count": applies[0]["target_rows"] == expected_rows,
+    }
+
+
+def measure_snapshot(dsn: str, repeat: int) -> dict[str, Any]:
+    from cdc.source.catalog import load_catalog
+
+    catalog_conn = psycopg2.connect(dsn, options=SESSION_OPTIONS)
+    try:
+        catalog = load_catalog(catalog_conn, TABLES)
+    finally:
+        catalog_conn.close()
+    out: dict[str, Any] = {}
+    for _ident, table in sorted(catalog.tables.items()):
+        pairs = [snapshot_pair(dsn, table) for _ in range(repeat)]
+        rows = pairs[0]["rows"]
+        out[table.qualified] = {
+            "rows": rows,
+            "raw_copy_bytes": pairs[0]["raw_bytes"],
+            "raw_copy_rows_per_s": stats([rows / p["raw_seconds"] for p in pairs]),
+            "copy_table_rows_per_s": stats([rows / p["copy_seconds"] for p in pairs]),
+            "ratio_copy_table_to_raw": stats([p["raw_seconds"] / p["copy_seconds"] for p in pairs]),
+        }
+    return out
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        _child_main(sys.argv[2])
-        sys.exit(0)
     sys.exit(main())

@@ -40,19 +40,40 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'pg_recvlogical -> /dev/null':<34}{fmt(m['recvlogical']['changes_per_s']):>34}  {rss:>8.0f}MB")
     rss = m["pipeline"]["max_rss_kb"]["median"] / 1024
     print(f"{'pipeline extract+stage':<34}{fmt(m['pipeline']['changes_per_s']):>34}  {rss:>8.0f}MB")
-    print(f"{'apply COPY+MERGE (fakesnow)':<34}{fmt(m['apply']['changes_per_s']):>34}")
-    print(f"\n{'snapshot table':<20}{'rows':>10}{'raw COPY rows/s':>30}{'copy_table rows/s':>30}{'ratio':>8}")
-    for t, v in m["snapshot"].items():
+    if "apply" in m:
+        print(f"{'apply COPY+MERGE (fakesnow)':<34}{fmt(m['apply']['changes_per_s']):>34}")
+    if "snapshot" in m:
         print(
-            f"{t:<20}{v['rows']:>10,}{fmt(v['raw_copy_rows_per_s']):>30}{fmt(v['copy_table_rows_per_s']):>30}"
-            f"{v['ratio_copy_table_to_raw']['median']:>8.2f}"
+            f"\n{'snapshot table':<20}{'rows':>10}{'raw COPY rows/s':>30}"
+            f"{'copy_table rows/s':>30}{'ratio':>8}"
         )
+        for t, v in m["snapshot"].items():
+            print(
+                f"{t:<20}{v['rows']:>10,}{fmt(v['raw_copy_rows_per_s']):>30}"
+                f"{fmt(v['copy_table_rows_per_s']):>30}{v['ratio_copy_table_to_raw']['median']:>8.2f}"
+            )
+    mem = m["memory"]
+    print(
+        f"\npeak RSS: {mem['max_rss_kb'] / 1024:.0f} MB with {mem['window_changes']:,}-change windows, "
+        f"{mem['half_window_max_rss_kb'] / 1024:.0f} MB with {mem['half_window_changes']:,}-change windows"
+    )
+    print("CPU per change (median):")
+    for name, s in m["cpu_us_per_change"].items():
+        print(f"  {name:<32}{s['median']:>8.1f} us [{s['min']:.1f}..{s['max']:.1f}]")
     r = result["ratios"]
     print(
         f"\npipeline / decode ceiling: {r['pipeline_to_decode_ceiling']:.2f}; "
         f"pipeline / pg_recvlogical: {r['pipeline_to_recvlogical']:.2f}; "
         f"decode ceiling / pg_recvlogical: {r['decode_ceiling_to_recvlogical']:.2f}"
     )
+    if "latency" in result:
+        lat = result["latency"]
+        print(f"\ncommit-to-visible latency at {lat['changes_per_s']:,} changes/s:")
+        for mode, v in lat.items():
+            if isinstance(v, dict) and "p50_s" in v:
+                print(
+                    f"  {mode:<28} p50 {v['p50_s']:6.2f} s  p95 {v['p95_s']:6.2f} s  ({v['windows']} windows)"
+                )
     if "profile" in result:
         print(
             f"\npipeline under cProfile ({result['profile']['seconds_under_cprofile']:.1f} s), "

@@ -16,10 +16,10 @@ import psycopg2.errors
 import psycopg2.extras
 
 from cdc.errors import AuthError, SourceError, SourceUnavailable
-from cdc.model import Lsn, Message, TableSchema
+from cdc.model import Begin, Commit, Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
 from cdc.source.lookup import current_text
-from cdc.source.wal2json import WAL2JSON_OPTIONS, parse_message
+from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ SESSION_OPTIONS = (
 
 IDLE_POLL_S = 0.2  # wait on the socket this long when nothing is buffered
 KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often while idle
+BATCH_WAIT_S = 0.002  # let messages gather in the socket once it runs dry mid-stream
 
 
 @dataclass(frozen=True)
@@ -199,16 +200,35 @@ class PostgresSource:
     def stream(
         self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
     ) -> Generator[tuple[Message, int], None, None]:
-        """Yield decoded messages (with their payload size) from ``start``.
+        """Yield decoded messages (with their payload size) from ``start``: ``stream_rows`` with
+        each change as a ``Change``."""
+        rows = self.stream_rows(start, until, deadline, position)
+        try:
+            for message, size in rows:
+                yield (message.to_change() if isinstance(message, RowChange) else message), size
+        finally:
+            rows.close()
+
+    def stream_rows(
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+    ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
+        """Yield decoded messages (with their payload size) from ``start``, changes as ``RowChange``.
 
         The stream ends when the server has sent everything before ``until`` and no transaction
         is open (``position.caught_up``), or when ``deadline`` (time.monotonic) passes. The caller
         stops earlier by closing the generator; it decides where a window ends (always on a commit).
+        ``position`` is brought up to date at each commit, while idle and when the stream ends.
+
+        The walsender sends one message per change and flushes each: a reader that woke for each
+        would double the walsender's work. So once the socket runs dry while data is flowing, the
+        reader sleeps ``BATCH_WAIT_S`` and then takes what arrived meanwhile in one go.
         """
         conn = self._replication()
+        server = position.server_lsn.value
         try:
             cur = self._start(conn, start)
             in_txn = False
+            flowing = False
             last_keepalive = time.monotonic()
             while True:
                 try:
@@ -216,21 +236,29 @@ class PostgresSource:
                 except psycopg2.Error as exc:
                     raise classify_error(exc, "reading the replication stream") from exc
                 if msg is not None:
-                    parsed = parse_message(msg.payload)
-                    position.server_lsn = max(position.server_lsn, Lsn(msg.data_start))
+                    flowing = True
+                    if msg.data_start > server:
+                        server = msg.data_start
+                    parsed = parse_row(msg.payload)
                     if parsed is None:
                         continue
-                    kind = type(parsed).__name__
-                    if kind == "Begin":
+                    kind = parsed.__class__
+                    if kind is Begin:
                         in_txn = True
-                    elif kind == "Commit":
+                    elif kind is Commit:
                         in_txn = False
+                        position.server_lsn = Lsn(server)
                     yield parsed, len(msg.payload)
                     continue
+                if flowing:
+                    flowing = False
+                    time.sleep(BATCH_WAIT_S)
+                    continue
                 now = time.monotonic()
-                if cur.wal_end:
-                    position.server_lsn = max(position.server_lsn, Lsn(cur.wal_end))
-                if not in_txn and position.server_lsn >= until:
+                if cur.wal_end and cur.wal_end > server:
+                    server = cur.wal_end
+                position.server_lsn = Lsn(server)
+                if not in_txn and server >= until.value:
                     position.caught_up = True
                     return
                 if now >= deadline:
@@ -240,6 +268,8 @@ class PostgresSource:
                     last_keepalive = now
                 select.select([cur], [], [], min(IDLE_POLL_S, max(0.0, deadline - now)))
         finally:
+            if server > position.server_lsn.value:
+                position.server_lsn = Lsn(server)
             conn.close()
 
     def confirm(self, lsn: Lsn) -> None:

@@ -1,29 +1,40 @@
 """wal2json format-version 2 messages -> ``Begin`` / ``Commit`` / ``Change`` values. Pure, no I/O.
 
 The slot must be read with ``WAL2JSON_OPTIONS``: one JSON object per message, transactions
-framed by "B" and "C" records, each change carrying its LSN, xid, primary key and type OIDs.
-Numbers with a fraction or an exponent are kept as their exact text (never a float); integers
-stay ``int``. Anything the parser does not understand is a ``DecodeError`` that says what is
-wrong, for which action and table, and shows the start of the payload.
+framed by "B" and "C" records, each change carrying its LSN and xid. Numbers with a fraction or an
+exponent are kept as their exact text (never a float); integers stay ``int``. Anything the parser
+does not understand is a ``DecodeError`` that says what is wrong, for which action and table, and
+shows the start of the payload.
+
+Two entry points give the same values: ``parse_message`` (plain ``json``, every check, a
+``Change`` with value dicts) and ``parse_row`` (the replication stream's path: msgspec decodes the
+payload straight into a ``RowChange`` struct, no dict per change; anything it does not accept goes
+through ``parse_message``, so errors read the same).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
+import re
+from typing import Any, ClassVar, NoReturn
+
+import msgspec
 
 from cdc.errors import DecodeError
-from cdc.model import Begin, Change, Commit, Lsn
+from cdc.model import Begin, Change, Commit, Lsn, Op
 
 WAL2JSON_OPTIONS: dict[str, str] = {
     "format-version": "2",
     "include-xids": "1",
     "include-timestamp": "1",
     "include-lsn": "1",
-    "include-pk": "1",
-    "include-type-oids": "1",
     "include-transaction": "1",
     "include-column-positions": "1",
+    # Type names, type OIDs and the key list come from the catalog: leaving them out of each
+    # change spares the source's walsender a format_type() per value and a third of the payload.
+    "include-types": "0",
+    "include-type-oids": "0",
+    "include-pk": "0",
 }
 
 PAYLOAD_EXCERPT = 200
@@ -171,4 +182,167 @@ def _columns(obj: dict[str, Any], name: str) -> dict[str, Any]:
         if column in result:
             raise _Malformed(f'"{name}" lists column {column!r} twice')
         result[column] = item["value"]
+    return result
+
+
+# --- the stream's path: msgspec structs -------------------------------------------------------
+
+
+class Field(msgspec.Struct, frozen=True, gc=False):
+    """One column of a change as wal2json lists it: its name, its JSON value and its attnum."""
+
+    name: str
+    value: Any
+    position: int | None = None
+
+
+class RowChange(msgspec.Struct, frozen=True, gc=False, tag_field="action"):
+    """A row change as the stream reads it: what ``Change`` holds, without a dict per change.
+
+    ``columns`` is the new row (I, U), ``identity`` the old key (U, D), each a list of ``Field``
+    in the plugin's order; ``lsn`` is the change's LSN as text. One subclass per operation, so
+    ``op`` is a class attribute. Names are not checked for duplicates here: the consumer places
+    values by name and reports a duplicate (``WindowWriter`` does).
+    """
+
+    op: ClassVar[Op]
+    schema: str
+    table: str
+    lsn: str
+    xid: int | None = None
+    columns: list[Field] | None = None
+    identity: list[Field] | None = None
+
+    @property
+    def ident(self) -> tuple[str, str]:
+        return (self.schema, self.table)
+
+    def moved_to(self, schema: str, table: str) -> RowChange:
+        """The same change, counted for another table (a partition's change for its root)."""
+        return msgspec.structs.replace(self, schema=schema, table=table)
+
+    def attnum(self, column: str) -> int | None:
+        """The attnum of one column of ``columns`` when the decoder reported positions."""
+        for field in self.columns or ():
+            if field.name == column:
+                return field.position
+        return None
+
+    def to_change(self) -> Change:
+        """The ``Change`` that ``parse_message`` makes of the same message."""
+        values = _field_dict(self, "columns") if self.op in ("I", "U") else None
+        positions = None
+        if values is not None and self.columns and all(f.position is not None for f in self.columns):
+            positions = tuple(f.position for f in self.columns if f.position is not None)
+        identity = _field_dict(self, "identity") if self.op in ("U", "D") else None
+        return Change(
+            self.op, self.schema, self.table, Lsn.parse(self.lsn), values, identity, self.xid, positions
+        )
+
+    @staticmethod
+    def from_change(change: Change) -> RowChange:
+        cls = _ROW_TYPES[change.op]
+        columns = None
+        if change.values is not None:
+            positions = change.positions or ()
+            columns = [
+                Field(k, v, positions[i] if i < len(positions) else None)
+                for i, (k, v) in enumerate(change.values.items())
+            ]
+        return cls(
+            change.schema,
+            change.table,
+            str(change.lsn),
+            change.xid,
+            columns,
+            None if change.identity is None else [Field(k, v) for k, v in change.identity.items()],
+        )
+
+
+class RowInsert(RowChange, frozen=True, gc=False, tag="I"):
+    op: ClassVar[Op] = "I"
+
+
+class RowUpdate(RowChange, frozen=True, gc=False, tag="U"):
+    op: ClassVar[Op] = "U"
+
+
+class RowDelete(RowChange, frozen=True, gc=False, tag="D"):
+    op: ClassVar[Op] = "D"
+
+
+class RowTruncate(RowChange, frozen=True, gc=False, tag="T"):
+    op: ClassVar[Op] = "T"
+
+
+class _Frame(msgspec.Struct, frozen=True, gc=False, tag_field="action"):
+    xid: int
+    lsn: str
+    nextlsn: str
+    timestamp: str
+
+
+class _BeginFrame(_Frame, frozen=True, gc=False, tag="B"):
+    pass
+
+
+class _CommitFrame(_Frame, frozen=True, gc=False, tag="C"):
+    pass
+
+
+class _LogicalMessage(msgspec.Struct, frozen=True, gc=False, tag_field="action", tag="M"):
+    pass
+
+
+_ROW_TYPES: dict[str, type[RowChange]] = {"I": RowInsert, "U": RowUpdate, "D": RowDelete, "T": RowTruncate}
+_DECODER = msgspec.json.Decoder(
+    RowInsert | RowUpdate | RowDelete | RowTruncate | _BeginFrame | _CommitFrame | _LogicalMessage,
+    float_hook=str,  # a number with a fraction or an exponent stays its exact text
+)
+_LSN_TEXT = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+# msgspec reads the integer -0 (a float column's negative zero) as 0: such a payload takes the
+# plain parser, which keeps "-0". In a column object the value is followed by "," or "}".
+_NEGATIVE_ZERO = re.compile(rb":-0[,}]")
+
+
+def parse_row(payload: bytes) -> Begin | Commit | RowChange | None:
+    """Decode one wal2json v2 message as the stream does; ``None`` for messages it ignores ("M").
+
+    The same values as ``parse_message`` (a ``RowChange`` in place of a ``Change``), the same
+    ``DecodeError`` for anything malformed.
+    """
+    try:
+        message = _DECODER.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        message = None
+    if isinstance(message, RowChange):
+        if (
+            _LSN_TEXT.fullmatch(message.lsn)
+            and (message.columns is not None or message.op in ("D", "T"))
+            and (message.identity is not None or message.op != "D")
+            and _NEGATIVE_ZERO.search(payload) is None
+        ):
+            return message
+    elif isinstance(message, _Frame):
+        if _LSN_TEXT.fullmatch(message.lsn) and _LSN_TEXT.fullmatch(message.nextlsn):
+            cls = Begin if isinstance(message, _BeginFrame) else Commit
+            return cls(message.xid, Lsn.parse(message.lsn), Lsn.parse(message.nextlsn), message.timestamp)
+    elif isinstance(message, _LogicalMessage):
+        return None
+    parsed = parse_message(payload)  # raises the DecodeError that says what is wrong
+    return RowChange.from_change(parsed) if isinstance(parsed, Change) else parsed
+
+
+def _field_dict(change: RowChange, what: str) -> dict[str, Any] | None:
+    fields: list[Field] | None = getattr(change, what)
+    if fields is None:
+        return None
+    result = {f.name: f.value for f in fields}
+    if len(result) != len(fields):
+        seen: set[str] = set()
+        twice = next(f.name for f in fields if f.name in seen or seen.add(f.name))  # type: ignore[func-returns-value]
+        raise DecodeError(
+            f"cannot decode wal2json message (action {change.op!r}, table {change.schema}.{change.table}): "
+            f'"{what}" lists column {twice!r} twice'
+        )
     return result

@@ -41,10 +41,11 @@ def test_options_ask_for_format_version_2_with_everything_the_pipeline_reads() -
         "include-xids": "1",
         "include-timestamp": "1",
         "include-lsn": "1",
-        "include-pk": "1",
-        "include-type-oids": "1",
         "include-transaction": "1",
         "include-column-positions": "1",
+        "include-types": "0",
+        "include-type-oids": "0",
+        "include-pk": "0",
     }
 
 
