@@ -68,6 +68,7 @@ class RowLike(Protocol):
 class _Pair(NamedTuple):
     name: str
     value: Any
+    position: int | None = None
 
 
 class _Row(NamedTuple):
@@ -80,11 +81,19 @@ class _Row(NamedTuple):
 
     @staticmethod
     def of(change: Change) -> _Row:
-        def pairs(values: dict[str, Any] | None) -> list[_Pair] | None:
-            return None if values is None else [_Pair(k, v) for k, v in values.items()]
+        def pairs(values: dict[str, Any] | None, positions: Any = ()) -> list[_Pair] | None:
+            if values is None:
+                return None
+            at = list(positions or ()) + [None] * (len(values) - len(positions or ()))
+            return [_Pair(k, v, a) for (k, v), a in zip(values.items(), at, strict=True)]
 
         return _Row(
-            change.op, change.schema, change.table, change.lsn, pairs(change.values), pairs(change.identity)
+            change.op,
+            change.schema,
+            change.table,
+            change.lsn,
+            pairs(change.values, change.positions),
+            pairs(change.identity),
         )
 
 
@@ -117,6 +126,13 @@ class _TableBuffer:
         self.no_origin = (None,) * len(table.key)
         self.width = len(table.columns) + len(META_COLUMNS) + len(table.key)
         self.aliases: dict[str, str | None] = {}
+        # a change's column is the table's column of the same attnum (wal2json's positions): a
+        # column dropped and added again under its name, or renamed, is never taken for another
+        self.attnums = [col.attnum for col in table.columns]
+        self.by_attnum = {col.attnum: col.name for col in table.columns}
+        self.attnum_aliases: dict[int, str | None] = {}
+        # with no attnum ever dropped, equal names in equal number mean equal attnums
+        self.gapped = self.attnums != list(range(1, len(self.attnums) + 1))
         self.waiting: list[Any] = []
         self.pending = 0  # rows in ``waiting``
         # key now -> (key before its first move in this window, seq of that move)
@@ -150,9 +166,15 @@ class _TableBuffer:
             or len(fields) != len(self.names)
             or self.aliases
             or list(map(_NAME, fields)) != self.names
+            or (self.gapped and not self.same_attnums(fields))
         ):
             return None
         return list(map(_VALUE, fields))
+
+    def same_attnums(self, fields: Sequence[FieldLike]) -> bool:
+        """Whether the fields are the table's columns by attnum (True when the decoder sent none)."""
+        positions = [getattr(f, "position", None) for f in fields]
+        return None in positions or positions == self.attnums
 
     def key_of(self, fields: Sequence[FieldLike]) -> tuple[Any, ...] | None:
         """The key of an identity that lists exactly the key columns, in key order; else None."""
@@ -246,6 +268,7 @@ class WindowWriter:
                 and len(fields) == len(buf.names)
                 and not buf.aliases
                 and list(map(_NAME, fields)) == buf.names
+                and (not buf.gapped or buf.same_attnums(fields))
             ):
                 values = list(map(_VALUE, fields))
             else:
@@ -310,6 +333,10 @@ class WindowWriter:
     def alias(self, table: TableSchema, name: str, current: str | None) -> None:
         """Read ``name`` in this table's changes as column ``current`` (None: ignore its values)."""
         self._buffer(table.schema, table.name).aliases[name] = current
+
+    def alias_attnum(self, table: TableSchema, attnum: int, current: str | None) -> None:
+        """Read the column ``attnum`` in this table's changes as ``current`` (None: ignore it)."""
+        self._buffer(table.schema, table.name).attnum_aliases[attnum] = current
 
     def has_rows(self, table: TableSchema) -> bool:
         buf = self._tables.get(table.ident)
@@ -405,6 +432,8 @@ def _values(change: RowLike, what: str, buf: _TableBuffer) -> dict[str, Any]:
             f"table {buf.table.qualified}: {op} at LSN {change.lsn} has no {noun}; the table needs a "
             "primary key (or REPLICA IDENTITY) and the slot the pipeline's wal2json options"
         )
+    if what == "columns" and getattr(fields[0] if fields else None, "position", None) is not None:
+        return _values_by_attnum(change, fields, buf)
     values = {f.name: f.value for f in fields}
     if len(values) != len(fields):
         seen: set[str] = set()
@@ -414,6 +443,34 @@ def _values(change: RowLike, what: str, buf: _TableBuffer) -> dict[str, Any]:
             f'twice in "{what}"; check that the slot uses the wal2json plugin with format-version 2'
         )
     return buf.known(values, buf.aliases)
+
+
+def _values_by_attnum(change: RowLike, fields: Sequence[FieldLike], buf: _TableBuffer) -> dict[str, Any]:
+    """A change's values under the current names of the columns with their attnums: a renamed
+    column under its new name, a dropped one left out (``alias_attnum``), an attnum the window's
+    schema does not have raises ``UnknownColumn`` (the reader decides: added, or dropped)."""
+    values: dict[str, Any] = {}
+    for f in fields:
+        position = getattr(f, "position", None)
+        if position is None:
+            name: str | None = buf.aliases.get(f.name, f.name)
+            if name is not None and name not in buf.index:
+                raise UnknownColumn(buf.table.schema, buf.table.name, f.name)
+        elif position in buf.by_attnum:
+            name = buf.by_attnum[position]
+        elif position in buf.attnum_aliases:
+            name = buf.attnum_aliases[position]
+        else:
+            raise UnknownColumn(buf.table.schema, buf.table.name, f.name)
+        if name is None:
+            continue
+        if name in values:
+            raise DecodeError(
+                f"table {buf.table.qualified}: the change at LSN {change.lsn} lists column {name!r} "
+                'twice in "columns"; check that the slot uses the wal2json plugin with format-version 2'
+            )
+        values[name] = f.value
+    return values
 
 
 def _insert_values(buf: _TableBuffer, change: RowLike) -> list[Any]:

@@ -204,9 +204,15 @@ class WindowReader:
         one: PostgreSQL never reuses an attnum in a table, so even a name the target never saw (a
         column added and renamed, or renamed twice, between two windows) finds its column. The
         column registry's former names are the fallback."""
+        renamed = next((c.name for c in table.columns if c.attnum == attnum), None) if attnum else None
+        if renamed is not None:
+            # a column of the window's schema under its name before a rename (the old key of an
+            # update or delete carries names only): read it as the column it is now
+            writer.alias(table, unknown.column, renamed)
+            return True
         fresh = self._refresh().tables.get(table.ident)
         if fresh is not None and any(
-            c.name == unknown.column and attnum in (None, c.attnum) for c in fresh.columns
+            c.attnum == attnum if attnum is not None else c.name == unknown.column for c in fresh.columns
         ):
             if writer.has_rows(table):
                 return False  # added while this window was read: the next window has it
@@ -214,10 +220,14 @@ class WindowReader:
             self.tables[table.ident] = fresh
             writer.replace_schema(fresh)
             return True
+        position = attnum  # the change's own attnum for the name, when the decoder sent it
         if attnum is None:
             attnum = self._column_origins(table).get(unknown.column)
         current = next((c.name for c in table.columns if c.attnum == attnum), None)
-        writer.alias(table, unknown.column, current)
+        if position is not None:
+            writer.alias_attnum(table, position, current)
+        else:
+            writer.alias(table, unknown.column, current)
         note = (
             f"table {table.qualified}: column {unknown.column!r} is now {current!r}"
             if current is not None

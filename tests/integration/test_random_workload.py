@@ -349,11 +349,6 @@ def test_values_written_under_a_name_the_target_never_knew(p: Pipeline, changes:
     assert report.equal, report.as_dict()  # row 1 has b = NULL in the target
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cdc.batch maps a change's values to columns by name: an old change's value of a dropped "
-    "column lands in the new column of the same name when both fall in one window (map by attnum)",
-)
 def test_a_column_dropped_and_added_again_under_its_name_within_one_window(p: Pipeline) -> None:
     sql(p, "CREATE SCHEMA {s}", "CREATE TABLE {s}.t (id int PRIMARY KEY, w int)")
     assert p.engine.run_window().status == "snapshot"

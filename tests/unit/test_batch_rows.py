@@ -12,7 +12,7 @@ import pytest
 from test_batch import FIXTURES, schema_for
 
 from cdc.batch import WindowWriter
-from cdc.errors import DecodeError
+from cdc.errors import DecodeError, UnknownColumn
 from cdc.model import Begin, Change, Column, Commit, Lsn, TableSchema
 from cdc.parts import part_schema, part_table
 from cdc.source.wal2json import Field, RowChange, RowInsert, parse_message, parse_row
@@ -129,3 +129,30 @@ def test_waiting_rows_are_sliced_into_columns_in_part_order(tmp_path: Path) -> N
     table = part_table(SMALL, [column_mapping(c) for c in SMALL.columns], part_schema(SMALL), columns)
     assert table.column("C2").to_pylist() == [Decimal("1.50"), None, Decimal("2.25")]
     assert table.column("O1").to_pylist() == [None, None, 1]
+
+
+# a table whose column w (attnum 2) was dropped and added again (attnum 3), and whose n is attnum 4
+READDED = TableSchema(
+    "s",
+    "t",
+    (
+        Column("id", 1, "integer", 23, nullable=False),
+        Column("w", 3, "text", 25),
+        Column("m", 4, "integer", 23),
+    ),
+    ("id",),
+)
+
+
+def test_values_go_to_the_column_of_their_attnum_not_of_their_name(tmp_path: Path) -> None:
+    writer = WindowWriter(tmp_path, lambda s, t: READDED)
+    old = RowInsert("s", "t", "0/1", columns=[Field("id", 1, 1), Field("w", 5, 2), Field("n", 6, 4)])
+    with pytest.raises(UnknownColumn) as unknown:  # the old w: the reader decides (dropped)
+        writer.add(old, Lsn(7), T1)
+    assert unknown.value.column == "w" and writer.rows == 0
+    writer.alias_attnum(READDED, 2, None)
+    writer.add(old, Lsn(7), T1)  # the old w left out; n (attnum 4, renamed since) lands in m
+    new = RowInsert("s", "t", "0/2", columns=[Field("id", 2, 1), Field("w", "x", 3), Field("m", 8, 4)])
+    writer.add(new, Lsn(8), T2)
+    columns = writer._tables[("s", "t")].take(None)
+    assert columns[:3] == [[1, 2], [None, "x"], [6, 8]]
