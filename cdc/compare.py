@@ -251,7 +251,11 @@ def _array_value(mapping: TypeMapping, value: Any) -> Any:
         parsed = json.loads(text, parse_float=number)
     except ValueError:
         parsed = json.loads(pg_array_json(text, mapping.element, mapping.delimiter), parse_float=number)
-    return _native_element(parsed, mapping.element) if floats else parsed
+    if not floats:
+        return parsed
+    if isinstance(parsed, dict) and "values" in parsed:  # an array with other lower bounds
+        return {**parsed, "values": _native_element(parsed["values"], mapping.element)}
+    return _native_element(parsed, mapping.element)
 
 
 def canonical_text(column: Column | TypeMapping, value: Any) -> str | None:

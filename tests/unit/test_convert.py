@@ -395,6 +395,7 @@ def col(type_name: str) -> Column:
         ),
         ("date[]", ["{2024-02-29}", '["2024-02-29"]', [dt.date(2024, 2, 29)]]),
         ("integer[]", ["[0:1]={1,2}", '{"lower_bounds":[0],"values":[1,2]}']),
+        ("double precision[]", ["[0:1]={2.5e+155,NULL}", '{"lower_bounds":[0],"values":[2.5e155,null]}']),
         ("character(5)", ["ab   "]),
     ],
 )
