@@ -105,6 +105,7 @@ module "pipeline" {
   kms_key_arn           = module.state.kms_key_arn
   dlq_arn               = module.alerting[each.key].dlq_arn
   dlq_url               = module.alerting[each.key].dlq_url
+  alarm_topic_arn       = module.alerting[each.key].topic_arn
   metrics_namespace     = var.metrics_namespace
 
   source_host          = var.source_host

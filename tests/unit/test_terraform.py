@@ -230,8 +230,10 @@ def test_alarms_exist():
         "ApproximateNumberOfMessagesVisible",
         "WindowFailures",
         "SlotLagBytes",
+        "SlotAtRisk",
         "Duration",
     } <= metrics
+    assert (alarms["slot_at_risk"]["threshold"], unq(alarms["slot_at_risk"]["statistic"])) == (0, "Maximum")
     for alarm in alarms.values():
         assert alarm["alarm_actions"] == "${local.actions}"
     locals_ = dict(dir_blocks(MODULES / "alerting", "locals"))

@@ -124,6 +124,23 @@ resource "aws_cloudwatch_metric_alarm" "slot_lag" {
   tags                = var.tags
 }
 
+resource "aws_cloudwatch_metric_alarm" "slot_at_risk" {
+  alarm_name          = "${var.function_name}-slot-at-risk"
+  alarm_description   = "The replication slot of ${var.pipeline} nears invalidation by max_slot_wal_keep_size (or retains too much WAL where there is no limit): let the pipeline catch up or raise the limit before the slot is lost and a full re-snapshot is needed."
+  namespace           = var.metrics_namespace
+  metric_name         = "SlotAtRisk"
+  dimensions          = local.window_dimensions
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
+
 resource "aws_cloudwatch_metric_alarm" "lambda_errors" {
   alarm_name          = "${var.function_name}-lambda-errors"
   alarm_description   = "The Lambda of ${var.pipeline} raised (crash, timeout, out of memory) instead of returning a result."

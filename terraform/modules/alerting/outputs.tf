@@ -19,6 +19,7 @@ output "alarm_names" {
     aws_cloudwatch_metric_alarm.window_failures.alarm_name,
     aws_cloudwatch_metric_alarm.no_windows.alarm_name,
     aws_cloudwatch_metric_alarm.slot_lag.alarm_name,
+    aws_cloudwatch_metric_alarm.slot_at_risk.alarm_name,
     aws_cloudwatch_metric_alarm.lambda_errors.alarm_name,
     aws_cloudwatch_metric_alarm.duration_near_timeout.alarm_name,
     aws_cloudwatch_metric_alarm.dlq_depth.alarm_name,

@@ -81,6 +81,7 @@ locals {
     CDC_PART_MAX_ROWS            = tostring(var.part_max_rows)
     CDC_LEASE_TTL_S              = tostring(var.lease_ttl_s)
     CDC_DLQ_URL                  = var.dlq_url
+    CDC_ALARM_TOPIC_ARN          = var.alarm_topic_arn
     CDC_METRICS_NAMESPACE        = var.metrics_namespace
     CDC_METRICS_MODE             = "emf" # metrics from the log lines: no PutMetricData, no CloudWatch endpoint
     CDC_LOG_LEVEL                = var.log_level
@@ -251,6 +252,16 @@ data "aws_iam_policy_document" "lambda" {
     sid       = "DeadLetters"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [var.dlq_arn]
+  }
+
+  # the smoke test reads the alarms' topic (its subscriptions); nothing is published
+  dynamic "statement" {
+    for_each = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+    content {
+      sid       = "AlarmTopic"
+      actions   = ["sns:GetTopicAttributes"]
+      resources = [statement.value]
+    }
   }
 
   dynamic "statement" {

@@ -222,6 +222,12 @@ variable "dlq_url" {
   type        = string
 }
 
+variable "alarm_topic_arn" {
+  description = "CDC_ALARM_TOPIC_ARN: the SNS topic the alarms notify; the `{\"mode\": \"check\"}` smoke test verifies it (null: not checked)."
+  type        = string
+  default     = null
+}
+
 variable "dlq_kms_key_arn" {
   description = "KMS key of the dead-letter queue when it uses a customer-managed key; null for SSE-SQS."
   type        = string
