@@ -88,6 +88,24 @@ def decide(
     return Decision("incremental")
 
 
+def table_oids(known: dict[str, str], current: dict[tuple[str, str], int]) -> dict[str, str]:
+    """The OID -> ``schema.table`` map the checkpoint keeps, brought up to date with the catalog."""
+    return {**known, **{str(oid): f"{schema}.{name}" for (schema, name), oid in current.items()}}
+
+
+def renamed_tables(known: dict[str, str], current: dict[tuple[str, str], int]) -> dict[str, str]:
+    """Tables whose OID the pipeline knew under another name: ``{new name: old name}``.
+
+    PostgreSQL keeps a table's OID through ALTER TABLE ... RENAME (and SET SCHEMA): a replicated
+    table under a new name is a new target that holds none of its rows, so it needs a copy."""
+    renamed = {}
+    for (schema, name), oid in current.items():
+        old = known.get(str(oid))
+        if old is not None and old != f"{schema}.{name}":
+            renamed[f"{schema}.{name}"] = old
+    return renamed
+
+
 def snapshot_lsns(checkpoint: Checkpoint | None) -> dict[str, Lsn]:
     """Per table, the LSN of its last table re-snapshot that windows must still honour."""
     if checkpoint is None:
@@ -182,6 +200,7 @@ def run_full(
             "snapshot": {"id": result.snapshot_id, "lsn": str(lsn), "reason": reason},
             "stopped_tables": stopped,
             "snapshot_lsns": {},
+            "table_oids": table_oids({}, catalog.oids),
         },
     )
     return WindowResult(

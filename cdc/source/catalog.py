@@ -152,6 +152,7 @@ class Catalog:
     refused: dict[tuple[str, str], str]
     partitions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     fixes: dict[tuple[str, str], str] = field(default_factory=dict)
+    oids: dict[tuple[str, str], int] = field(default_factory=dict)  # pg_class OID of each table
 
 
 def load_catalog(
@@ -207,6 +208,7 @@ def load_catalog(
         }
     missing = wanted - {(r[1], r[2]) for r in rels}
     tables: dict[tuple[str, str], TableSchema] = {}
+    table_oids: dict[tuple[str, str], int] = {}
     refused: dict[tuple[str, str], str] = {}
     fixes: dict[tuple[str, str], str] = {}
     for schema, table in sorted(missing):
@@ -250,8 +252,10 @@ def load_catalog(
             fixes[(schema, name)] = NO_KEY_FIX
             continue
         tables[(schema, name)] = TableSchema(schema, name, tuple(columns[oid]), tuple(key))
+        table_oids[(schema, name)] = int(oid)
     # tables whose targets collide are refused together: the others go on
     for ident, note in target_collisions(tables).items():
         del tables[ident]
+        table_oids.pop(ident, None)
         refused[ident], fixes[ident] = note, COLLISION_FIX
-    return Catalog(tables, refused, partitions, fixes)
+    return Catalog(tables, refused, partitions, fixes, table_oids)

@@ -234,3 +234,25 @@ def test_an_automatic_re_snapshot_that_fails_is_not_tried_again_and_says_why(p: 
     assert f"{p.schema}.bad" in results[-1]["stopped_tables"]
     assert any("the automatic re-snapshot failed: ConfigError" in n for n in results[0]["notes"])
     assert_equal(p, "good")
+
+
+def test_a_renamed_table_is_re_snapshotted_under_its_new_name(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.old (id int PRIMARY KEY, v text)",
+        "INSERT INTO {s}.old VALUES (1, 'a'), (2, 'b')",
+    )
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.old VALUES (3, 'c')")
+    sync(p)
+    sql(p, "ALTER TABLE {s}.old RENAME TO new", "UPDATE {s}.new SET v = 'B' WHERE id = 2")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert f"table {p.schema}.old was renamed to {p.schema}.new" in notes
+    copies = [r for r in results if r["mode"] == "tables"]
+    assert [c["tables"] for c in copies] == [{f"{p.schema}.new": {"snapshot_rows": 3}}]
+    assert not results[-1]["stopped_tables"]
+    sql(p, "INSERT INTO {s}.new VALUES (4, 'd')")
+    sync(p)
+    assert sorted((r["id"], r["v"]) for r in target(p, "new")) == [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
+    assert_equal(p, "new")

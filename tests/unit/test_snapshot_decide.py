@@ -6,7 +6,7 @@ from typing import Any
 
 from cdc.checkpoint import Checkpoint
 from cdc.model import Lsn
-from cdc.snapshot_mode import AUTO_RESNAPSHOT, Decision, decide
+from cdc.snapshot_mode import AUTO_RESNAPSHOT, Decision, decide, renamed_tables, table_oids
 from cdc.source.slot import SlotInfo
 
 SLOT = SlotInfo("cdc_p", "wal2json", Lsn.parse("0/100"), Lsn.parse("0/80"), "reserved", None, 0)
@@ -51,3 +51,11 @@ def test_tables_a_schema_change_stopped_are_re_snapshotted_once_when_enabled() -
 def test_a_requested_snapshot_comes_before_the_automatic_one() -> None:
     cp = checkpoint(stopped_tables={"s.a": stop()})
     assert decide(cp, SLOT, "snapshot", ("s.z",), resnapshot_stopped=True).tables == ("s.z",)
+
+
+def test_a_table_known_by_its_oid_under_another_name_is_renamed() -> None:
+    known = {"101": "s.orders", "102": "s.items"}
+    current = {("s", "orders_v2"): 101, ("s", "items"): 102, ("t", "new"): 103}
+    assert renamed_tables(known, current) == {"s.orders_v2": "s.orders"}
+    assert renamed_tables({}, current) == {}
+    assert table_oids(known, current) == {"101": "s.orders_v2", "102": "s.items", "103": "t.new"}
