@@ -1,5 +1,6 @@
-"""The embedded local stack: PostgreSQL 15 with wal2json, moto (S3, DynamoDB, SQS, SNS,
-CloudWatch), fakesnow (Snowflake) and an OpenBao dev server (Vault), one set per directory.
+"""The embedded local stack: PostgreSQL 15 with wal2json (TLS only over TCP, with the stack's own CA
+in ``DIR/postgres-ca.pem``), moto (S3, DynamoDB, SQS, SNS, CloudWatch), fakesnow (Snowflake) and an
+OpenBao dev server (Vault), one set per directory.
 
 ``up(DIR)`` starts whatever is not already running there, writes ``DIR/cdc.toml`` and returns the
 env dict (how to reach each part); ``env(DIR)`` returns it for a running stack; ``down(DIR)``

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from cdc.devstack import base as b
@@ -16,14 +17,16 @@ from cdc.devstack.services import connect_kwargs
 def env_dict(ctx: Ctx) -> dict[str, Any]:
     pg, moto, bao = ctx.part("postgres"), ctx.part("moto"), ctx.part("openbao")
     s = ctx.secrets
+    ca = str(postgres.ca_file(ctx.directory))
     return {
         "dir": str(ctx.directory),
         "config": str(ctx.directory / "cdc.toml"),
         "pipeline": b.PIPELINE,
         "postgres_dsn": (
             f"host=127.0.0.1 port={pg['port']} dbname={b.PG_DATABASE} user={b.PG_USER} "
-            f"password={s['pg_password']} sslmode=disable"
+            f"password={s['pg_password']} sslmode=verify-full sslrootcert={dsn_value(ca)}"
         ),
+        "postgres_ca": ca,
         "postgres_admin_dsn": postgres.admin_dsn(pg),
         "snowflake": connect_kwargs(ctx, ctx.part("fakesnow")),
         "aws_endpoint_url": f"http://127.0.0.1:{moto['port']}",
@@ -42,6 +45,13 @@ def env_dict(ctx: Ctx) -> dict[str, Any]:
     }
 
 
+def dsn_value(value: str) -> str:
+    """A libpq connection-string value: quoted (with \\ and ' escaped) when it needs to be."""
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def write_config(ctx: Ctx) -> None:
     q = json.dumps  # a JSON string is a valid TOML basic string
     pg, sf, bao, moto = (ctx.part(n) for n in ("postgres", "fakesnow", "openbao", "moto"))
@@ -57,7 +67,8 @@ metrics_namespace = "CDC"
 host = "127.0.0.1"
 port = {pg["port"]}
 database = {q(b.PG_DATABASE)}
-sslmode = "disable"
+sslmode = "verify-full"
+sslrootcert = {q(str(postgres.ca_file(ctx.directory)))}
 
 [vault]
 addr = {q(f"http://127.0.0.1:{bao['port']}")}

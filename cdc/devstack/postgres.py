@@ -1,5 +1,10 @@
 """PostgreSQL 15 with wal_level=logical and wal2json: one cluster per stack directory.
 
+Over TCP the server accepts TLS connections only (``hostssl`` in pg_hba.conf), with a certificate
+for 127.0.0.1/localhost signed by the stack's own CA (``cdc.devstack.tls``, written to
+``DIR/postgres-ca.pem``), so clients connect with ``sslmode=verify-full``. The superuser connects
+over the unix socket.
+
 As root, initdb and the server run as the ``postgres`` user (they refuse to run as root), so the
 data directory must be reachable by that user; when the stack directory is not (a 0700 parent,
 for example), the cluster lives under /tmp in a directory named after a hash of the stack's
@@ -16,6 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from cdc.devstack import tls
 from cdc.devstack.base import PG_DATABASE, PG_USER, Ctx
 from cdc.devstack.procs import DevstackError, RunAs, alive, failure, run, spawn, stop_group, wait_until
 
@@ -27,6 +33,9 @@ _INSTALL = (
     "or run `make test`, which installs them through tools/ensure_system_deps.sh"
 )
 _SOCKET_NAME_LEN = len("/.s.PGSQL.65535.lock")
+CA_FILE = "postgres-ca.pem"  # in the stack's directory, next to cdc.toml
+SERVER_CERT = "server.crt"  # in the data directory
+SERVER_KEY = "server.key"
 
 
 def check_installed() -> None:
@@ -94,6 +103,7 @@ def launch(ctx: Ctx, st: dict[str, Any]) -> None:
     st["socket_dir"] = str(_socket_dir(ctx.directory, base, user))
     if not (data / "PG_VERSION").is_file():
         _initdb(ctx, data, user)
+    _ensure_tls(ctx, data, st, user)
     _configure(data, st, user)
     pid, started = spawn(
         [str(PG_BINDIR / "postgres"), "-D", str(data)], ctx.log(NAME), cwd="/", run_as=user, env=_env(user)
@@ -191,27 +201,68 @@ def _configure(data: Path, st: dict[str, Any], user: RunAs | None) -> None:
         "shared_buffers": "64MB",
         "log_min_messages": "warning",
         "log_connections": "off",
+        "ssl": "on",
+        "ssl_cert_file": f"'{SERVER_CERT}'",
+        "ssl_key_file": f"'{SERVER_KEY}'",
+        "ssl_min_protocol_version": "'TLSv1.2'",
     }
     _write(data / "devstack.conf", "".join(f"{k} = {v}\n" for k, v in settings.items()), user)
     conf = data / "postgresql.conf"
     text = conf.read_text()
     if "include 'devstack.conf'" not in text:
         _write(conf, text + "\n# written by cdc devstack\ninclude 'devstack.conf'\n", user)
+    # TCP only with TLS (no "host" line): a client with sslmode=disable is refused
     hba = (
         "# written by cdc devstack\n"
-        "local   all          postgres                  trust\n"
-        "local   replication  postgres                  trust\n"
-        "host    all          all       127.0.0.1/32    scram-sha-256\n"
-        "host    replication  all       127.0.0.1/32    scram-sha-256\n"
+        "local    all          postgres                  trust\n"
+        "local    replication  postgres                  trust\n"
+        "hostssl  all          all       127.0.0.1/32    scram-sha-256\n"
+        "hostssl  replication  all       127.0.0.1/32    scram-sha-256\n"
     )
     _write(data / "pg_hba.conf", hba, user)
 
 
-def _write(path: Path, text: str, user: RunAs | None) -> None:
-    path.write_text(text)
+def _write(path: Path, text: str | bytes, user: RunAs | None) -> None:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     os.chmod(path, 0o600)
     if user:
         os.chown(path, user.uid, user.gid)
+
+
+def has_tls(ctx: Ctx, st: dict[str, Any]) -> bool:
+    """Whether the cluster was started with the stack's TLS certificate (see ``_ensure_tls``)."""
+    return bool(st.get("tls_ca_sha256")) and ca_file(ctx.directory).is_file()
+
+
+def ca_file(directory: Path) -> Path:
+    """The CA certificate clients trust for the stack in ``directory`` (sslrootcert)."""
+    return directory / CA_FILE
+
+
+def _ensure_tls(ctx: Ctx, data: Path, st: dict[str, Any], user: RunAs | None) -> None:
+    """The server certificate and key in the data directory and the CA that signed them next to
+    cdc.toml; made afresh when one is missing, they no longer belong together, or the server
+    certificate ends within 30 days."""
+    ca, cert, key = ca_file(ctx.directory), data / SERVER_CERT, data / SERVER_KEY
+    current = all(p.is_file() for p in (ca, cert, key)) and st.get("tls_ca_sha256") == _sha256(ca)
+    if current and not tls.expires_within(cert.read_bytes(), 30):
+        st["ca_file"] = str(ca)
+        return
+    made = tls.server_tls()
+    _write(cert, made.cert_pem, user)
+    _write(key, made.key_pem, user)
+    tmp = ca.with_suffix(".tmp")
+    tmp.write_bytes(made.ca_pem)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, ca)
+    st.update(ca_file=str(ca), tls_ca_sha256=_sha256(ca))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def provision(ctx: Ctx, st: dict[str, Any]) -> None:

@@ -70,12 +70,22 @@ def up(directory: Path) -> dict[str, Any]:
         postgres.check_installed()
         for name in ("moto_server", "fakesnow", "bao"):
             tool(name)
-        todo = [p for p in PARTS if not (ctx.part(p.name).get("provisioned") and _running(ctx, p))]
+        todo = [
+            p
+            for p in PARTS
+            if not (ctx.part(p.name).get("provisioned") and _running(ctx, p)) or _outdated(ctx, p)
+        ]
         if todo:
             _start(ctx, todo)
         write_config(ctx)
         save(ctx)
         return env_dict(ctx)
+
+
+def _outdated(ctx: Ctx, part: Part) -> bool:
+    """A running part started by an older devstack that lacks what cdc.toml now relies on (the
+    PostgreSQL server without TLS): it is restarted, its data kept."""
+    return part.name == postgres.NAME and not postgres.has_tls(ctx, ctx.part(part.name))
 
 
 def _start(ctx: Ctx, todo: list[Part]) -> None:
@@ -240,5 +250,5 @@ def down(directory: Path, *, purge: bool = False) -> None:
         if purge:
             postgres.purge(ctx.part("postgres"))
             shutil.rmtree(ctx.stage_dir, ignore_errors=True)
-            for name in ("cdc.toml", "state.json"):
+            for name in ("cdc.toml", "state.json", postgres.CA_FILE):
                 (directory / name).unlink(missing_ok=True)

@@ -55,10 +55,47 @@ class StreamPosition:
     caught_up: bool = False
 
 
+# TLS set-up problems (libpq's messages) and what to change; retrying cannot fix any of them
+_TLS_PROBLEMS = (
+    (
+        "certificate verify failed",
+        "the server's certificate is not signed by a CA in the bundle source_sslrootcert "
+        "(CDC_SOURCE_SSLROOTCERT) names: point it at the CA that signed the server certificate (for "
+        "Aurora, the RDS global bundle https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)",
+    ),
+    (
+        "does not match host name",
+        "the server's certificate does not hold the name in source_host (CDC_SOURCE_HOST): connect to "
+        "a name the certificate holds (the cluster endpoint, not a CNAME or an IP address)",
+    ),
+    (
+        "root certificate file",
+        "source_sslrootcert (CDC_SOURCE_SSLROOTCERT) must name a readable PEM file of CA certificates",
+    ),
+    (
+        "server does not support ssl",
+        "the server does not offer TLS: turn on ssl in the server's configuration (Aurora always offers "
+        "it), or check that source_host/source_port reach the intended server",
+    ),
+)
+
+
+def _tls_problem(lowered: str) -> str | None:
+    if "no pg_hba.conf entry" in lowered and "no encryption" in lowered:
+        return (
+            "the server accepts this user only over TLS: set source_sslmode (CDC_SOURCE_SSLMODE) to "
+            "verify-full and source_sslrootcert (CDC_SOURCE_SSLROOTCERT) to the CA bundle"
+        )
+    return next((hint for phrase, hint in _TLS_PROBLEMS if phrase in lowered), None)
+
+
 def classify_error(exc: psycopg2.Error, what: str) -> Exception:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg2.OperationalError):
         lowered = text.lower()
+        tls_hint = _tls_problem(lowered)
+        if tls_hint is not None:
+            return SourceError(f"PostgreSQL TLS connection failed while {what}: {text}. {tls_hint}")
         if "password authentication failed" in lowered or "no pg_hba.conf entry" in lowered:
             return AuthError(
                 f"PostgreSQL refused the login while {what}: {text}. Check the user and "

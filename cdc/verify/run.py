@@ -27,7 +27,7 @@ from cdc.secrets import VaultSecrets
 from cdc.settings import Settings
 from cdc.snowflake import sql as sfsql
 from cdc.source.catalog import Catalog
-from cdc.source.slot import SESSION_OPTIONS
+from cdc.source.slot import SESSION_OPTIONS, classify_error
 from cdc.verify.command import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MISMATCHES
 from cdc.verify.merge import Comparison, Layout, VerifyError, merge_compare
 from cdc.verify.read import (
@@ -279,8 +279,8 @@ def connect_source(settings: Settings, secrets: VaultSecrets) -> Any:
     """A read-only psycopg2 connection whose text output matches what the slot sends."""
     try:
         conn = psycopg2.connect(**source_params(settings, secrets), options=VERIFY_SESSION_OPTIONS)
-    except psycopg2.Error as exc:
-        raise source_error(exc, "connecting") from exc
+    except psycopg2.Error as exc:  # the pipeline's rules: refused TLS or login is permanent
+        raise classify_error(exc, "connecting to verify") from exc
     conn.set_session(readonly=True, autocommit=False)
     return conn
 

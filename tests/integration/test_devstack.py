@@ -90,8 +90,9 @@ def test_up_returns_env_with_every_key_and_exact_values(stack: Any) -> None:
     assert env["config"] == str(stack.dir / "cdc.toml")
     assert env["postgres_dsn"] == (
         f"host=127.0.0.1 port={ports['postgres']} dbname=app user=cdc "
-        f"password={pw['pg_password']} sslmode=disable"
+        f"password={pw['pg_password']} sslmode=verify-full sslrootcert={stack.dir}/postgres-ca.pem"
     )
+    assert env["postgres_ca"] == f"{stack.dir}/postgres-ca.pem"
     socket_dir = state["parts"]["postgres"]["socket_dir"]
     assert env["postgres_admin_dsn"] == f"host={socket_dir} port={ports['postgres']} dbname=app user=postgres"
     assert env["snowflake"] == {
@@ -115,8 +116,9 @@ def test_up_returns_env_with_every_key_and_exact_values(stack: Any) -> None:
 def test_config_file_loads_and_points_at_the_running_parts(stack: Any) -> None:
     s, ports = stack.settings, _ports(stack.dir)
     assert (s.pipeline, s.source_host, s.source_port, s.source_database, s.source_sslmode) == (
-        "devstack", "127.0.0.1", ports["postgres"], "app", "disable",
+        "devstack", "127.0.0.1", ports["postgres"], "app", "verify-full",
     )  # fmt: skip
+    assert s.source_sslrootcert == f"{stack.dir}/postgres-ca.pem"
     assert s.source_tables == ()
     assert (s.vault_addr, s.vault_auth_method, s.vault_token.reveal()) == (
         stack.env["vault_addr"], "token", stack.env["vault_token"],

@@ -136,7 +136,8 @@ def test_lambda_handler_runs_one_window_from_environment(stack: Any, monkeypatch
             "CDC_SOURCE_HOST": p.settings.source_host,
             "CDC_SOURCE_PORT": str(p.settings.source_port),
             "CDC_SOURCE_DATABASE": p.settings.source_database,
-            "CDC_SOURCE_SSLMODE": "disable",
+            "CDC_SOURCE_SSLMODE": "verify-full",  # the devstack serves TCP over TLS only
+            "CDC_SOURCE_SSLROOTCERT": p.settings.source_sslrootcert or "",
             "CDC_SOURCE_TABLES": f"{p.schema}.items",
             "CDC_VAULT_ADDR": p.settings.vault_addr,
             "CDC_VAULT_TOKEN": p.settings.vault_token.reveal(),
