@@ -34,6 +34,9 @@ Then, ``--repeat`` times each (median and range reported):
   ``COPY table TO STDOUT (FORMAT binary)`` into a byte counter.
 
 A profiled pipeline run (cProfile of the reading thread, own slot) lists the top functions.
+``--big-txn 500000,1000000``, ``--snapshot-rows N`` and ``--apply-tables K`` run phases of their own
+instead (see ``bench_phases``: peak memory of one large transaction per size, snapshot vs raw COPY
+on large tables, apply of one table vs several tables merged one and several at a time).
 ``--latency`` adds commit-to-visible latency at a steady 1,000 changes/s (``bench_latency``), for
 one window per 10 s and for ``cdc sync --follow``. ``--skip`` leaves out the apply and/or snapshot
 phases. Nothing here asserts on time.

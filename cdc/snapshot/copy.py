@@ -1,52 +1,55 @@
 """Copy one table at an exported snapshot into Parquet parts shaped like the stream's.
 
-``COPY (SELECT ...) TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *)`` runs in a ``REPEATABLE READ``
-transaction that imported the snapshot. NULL is an unquoted empty field and every other value is
-quoted (PostgreSQL quotes an empty string anyway; FORCE_QUOTE makes the rule uniform), so with
-``quoted_strings_can_be_null=False`` the CSV is exact. ``pyarrow.csv`` parses it in chunks of whole
-rows (libpq hands over one row per call, so a chunk never splits a row) into string columns, and
-``cdc.snapshot.text`` turns those into the Arrow types the window writer uses. No Python object is
-made per value on the vectorised paths (only one ``write`` call per row, from psycopg2).
+``COPY (SELECT ...) TO STDOUT`` (PostgreSQL's text format, cheaper for the server than CSV) runs in
+a ``REPEATABLE READ`` transaction that imported the snapshot. Three threads share the work, so
+receiving overlaps the Arrow work, which releases the GIL:
 
-A part is written as soon as ``part_max_rows`` rows or ``part_max_bytes`` Arrow bytes are waiting,
-so memory holds one CSV chunk, the part being filled and at most one part being written (by a
-writer thread, which also runs ``on_part``: encoding and upload overlap the next chunks). Parts
-have exactly the window writer's schema (``C<attnum>`` columns with the PostgreSQL name and type
-as field metadata, the metadata columns, the origin-key columns), with ``_CDC_LSN`` =
-``snapshot_row_lsn(lsn)``, ``_CDC_SEQ`` = 0.., ``_CDC_OP`` = "I", ``_CDC_COMMIT_TS`` = the
-snapshot's time and the rest as the writer fills them for an insert (``_CDC_MOVED`` false, NULLs),
-so the sink's load path and the MERGE's "newer than the row" rule treat them like any change.
+* the caller's thread runs the COPY: psycopg2 hands each row to the ``write`` of a buffered pipe
+  (C code, no Python per row);
+* a parser thread reads the pipe in chunks of about ``chunk_bytes``, cut after the last complete
+  row (in the text format a row is one line), and ``cdc.snapshot.parts.TableParts`` parses and
+  converts them (``progress`` is called from this thread);
+* a writer thread encodes the parts and runs ``on_part``.
+
+A slower parser holds the COPY back through the pipe, so memory holds the pipe, a chunk, the part
+being filled and at most one part being written. Parts have exactly the window writer's schema
+(``C<attnum>`` columns with the PostgreSQL name and type as field metadata, the metadata columns,
+the origin-key columns), with ``_CDC_LSN`` = ``snapshot_row_lsn(lsn)``, ``_CDC_SEQ`` = 0..,
+``_CDC_OP`` = "I", ``_CDC_COMMIT_TS`` = the snapshot's time and the rest as the writer fills them
+for an insert (``_CDC_MOVED`` false, NULLs), so the sink's load path and the MERGE's "newer than
+the row" rule treat them like any change.
 """
 
 from __future__ import annotations
 
+import fcntl
+import io
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 from psycopg2 import sql as pgsql
 
-from cdc.batch import file_digest, part_name, part_schema
-from cdc.convert import COMMIT_TS_TYPE
+from cdc.batch import part_schema
 from cdc.errors import CdcError, SchemaError, SourceError
-from cdc.model import Lsn, StagedFile, StagedTable, TableSchema
-from cdc.snapshot.export import SnapshotPoint, snapshot_row_lsn
-from cdc.snapshot.text import text_to_arrow
+from cdc.model import StagedFile, TableSchema
+from cdc.snapshot.export import SnapshotPoint
+from cdc.snapshot.parts import PARQUET_OPTIONS, CopyProgress, SnapshotTable, TableParts
 from cdc.source.slot import classify_error
-from cdc.typemap import TypeMapping, column_mapping
+from cdc.typemap import column_mapping
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_PART_MAX_BYTES",
+    "PARQUET_OPTIONS",
+    "PIPE_BYTES",
+    "WRITE_BUFFER_BYTES",
     "CopyProgress",
     "SnapshotDeadline",
     "SnapshotTable",
@@ -58,11 +61,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PART_MAX_BYTES = 128 << 20  # Arrow bytes of one part before it is written
-DEFAULT_CHUNK_BYTES = 8 << 20  # CSV bytes parsed at a time
-LOG_EVERY_S = 15.0
-# no dictionary pages: snapshot columns are mostly high-cardinality, where trying a dictionary costs
-# time and bytes (measured: 2-3x faster encoding, 20% smaller parts on a mixed table)
-PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
+DEFAULT_CHUNK_BYTES = 8 << 20  # COPY bytes parsed at a time
+FIRST_CHUNK_BYTES = 1 << 20  # the first chunk; each next one twice as large, up to chunk_bytes
+PIPE_BYTES = 1 << 20  # the pipe's capacity, where the system allows it (F_SETPIPE_SZ)
+WRITE_BUFFER_BYTES = 256 << 10  # what the receiving side gathers before each write to the pipe
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class SnapshotDeadline(CdcError):
@@ -72,40 +75,6 @@ class SnapshotDeadline(CdcError):
         self.table = table
         self.rows = rows
         super().__init__(f"time budget ran out while copying table {table} after {rows} rows")
-
-
-@dataclass(frozen=True)
-class CopyProgress:
-    """Where a table's copy stands (for a progress bar)."""
-
-    table: str
-    rows: int
-    bytes: int  # CSV bytes received from PostgreSQL
-    parts: int
-    elapsed_s: float
-    done: bool
-
-
-@dataclass(frozen=True)
-class SnapshotTable:
-    """One table copied at a snapshot: its staged parts and where the copy stands in the WAL."""
-
-    staged: StagedTable
-    lsn: Lsn  # the snapshot's consistent point: the copy holds every commit before it
-    bytes_read: int  # CSV bytes received from PostgreSQL
-    seconds: float
-
-    @property
-    def table(self) -> TableSchema:
-        return self.staged.table
-
-    @property
-    def rows(self) -> int:
-        return self.staged.rows
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
 
 
 def arrow_schema(table: TableSchema) -> pa.Schema:
@@ -120,7 +89,7 @@ def copy_sql(table: TableSchema) -> pgsql.Composed:
         ref = pgsql.Identifier(col.name)
         bytea = column_mapping(col).kind == "bytes"
         items.append(pgsql.SQL("encode({}, 'hex')").format(ref) if bytea else ref)
-    return pgsql.SQL("COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *)").format(
+    return pgsql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
         pgsql.SQL(", ").join(items), pgsql.Identifier(table.schema, table.name)
     )
 
@@ -150,22 +119,21 @@ def copy_table(
         raise ValueError(f"part limits must be positive, got {part_max_rows} rows / {part_max_bytes} bytes")
     if not table.key:
         raise SchemaError(f"table {table.qualified} has no primary key: it cannot be snapshotted and merged")
-    job = _TableCopy(table, snapshot, Path(spool_dir), part_max_rows, part_max_bytes, on_part, progress)
-    reader = _CopyReader(conn, job, chunk_bytes, deadline, clock)
+    job = TableParts(table, snapshot, Path(spool_dir), part_max_rows, part_max_bytes, on_part, progress)
+    reader = _CopyPipe(conn, job, chunk_bytes, deadline, clock)
     cur = conn.cursor()
     try:
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot.name,))
         cur.execute("SET LOCAL statement_timeout = 0")
         try:
-            cur.copy_expert(copy_sql(table), reader)
+            cur.copy_expert(copy_sql(table), reader.file)
         except psycopg2.Error as exc:
+            reader.close()
             if reader.stopped is not None:  # we cancelled it
                 raise reader.stopped from exc
             raise
-        if reader.stopped is not None:  # cancelled just as the COPY ended by itself
-            raise reader.stopped
-        reader.finish()
+        reader.finish()  # raises what stopped the copy, also when it was cancelled just at its end
         cur.execute("COMMIT")
     except psycopg2.Error as exc:
         _rollback(conn)
@@ -179,6 +147,7 @@ def copy_table(
         _rollback(conn)
         raise
     finally:
+        reader.close()
         cur.close()
         job.close()
     return job.result()
@@ -193,237 +162,108 @@ def _rollback(conn: Any) -> None:
         conn.close()
 
 
-class _CopyReader:
-    """The file psycopg2's ``copy_expert`` writes into: one call per row, parsed in chunks of rows.
+class _CopyPipe:
+    """The pipe the COPY is written into (``file``) and the parser thread that reads it.
 
-    A failure or the deadline cancels the COPY on the server (raising from ``write`` would make
-    psycopg2 drain the whole remaining output); later rows are ignored until the COPY ends.
+    A failure or the deadline (checked by the parser after each chunk) cancels the COPY on the
+    server; the parser then reads on to the end of the pipe, dropping what it reads, so the
+    receiving side never blocks.
     """
 
     def __init__(
-        self, conn: Any, job: _TableCopy, chunk_bytes: int, deadline: float | None, clock: Callable[[], float]
+        self,
+        conn: Any,
+        job: TableParts,
+        chunk_bytes: int,
+        deadline: float | None,
+        clock: Callable[[], float],
     ) -> None:
         self._conn = conn
         self._clock = clock
         self._job = job
         self._chunk_bytes = max(1, chunk_bytes)
         self._deadline = deadline
-        self._buf = bytearray()
-        self.stopped: BaseException | None = None
-
-    def write(self, data: bytes) -> None:
-        if self.stopped is not None:
-            return
-        self._buf += data
-        if len(self._buf) < self._chunk_bytes:
-            return
+        read_fd, write_fd = os.pipe()
         try:
-            self._parse()
+            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:  # the system's limit: the default capacity only slows the hand-over
+            log.debug("could not grow the COPY pipe", exc_info=True)
+        self._read_fd = read_fd
+        self.file = io.BufferedWriter(io.FileIO(write_fd, "wb"), buffer_size=WRITE_BUFFER_BYTES)
+        self._complete = False
+        self._closed = False
+        self.stopped: BaseException | None = None
+        self._parser = threading.Thread(target=self._parse, name="cdc-snapshot-parse", daemon=True)
+        self._parser.start()
+
+    def finish(self) -> None:
+        """The COPY ended by itself: parse the last rows and write the last part."""
+        self._complete = True
+        self.close()
+        if self.stopped is not None:
+            raise self.stopped
+        self._job.finish()
+
+    def close(self) -> None:
+        """End the pipe and wait for the parser (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.file.close()
+        finally:
+            self._parser.join()
+
+    def _parse(self) -> None:
+        # small chunks first, so that parsing starts early (a small table is one chunk otherwise)
+        size = min(self._chunk_bytes, FIRST_CHUNK_BYTES)
+        buf = bytearray(self._chunk_bytes + PIPE_BYTES)  # read into, grown for a longer row
+        filled = 0
+        rows_end = 0  # where the last complete row in buf ends
+        pipe = io.FileIO(self._read_fd, "rb", closefd=False)
+        try:
+            while True:
+                if len(buf) - filled < PIPE_BYTES:
+                    buf.extend(bytes(len(buf)))  # one row is longer than a chunk: read on
+                with memoryview(buf) as view:
+                    got = pipe.readinto(view[filled : filled + min(size, PIPE_BYTES)])
+                if not got:
+                    break
+                if self.stopped is not None:
+                    continue  # the COPY is being cancelled: drop the rest
+                last = buf.rfind(b"\n", filled, filled + got)
+                filled += got
+                if last >= 0:
+                    rows_end = last + 1
+                if filled >= size and rows_end:
+                    self._chunk(bytes(buf[:rows_end]))
+                    rest = filled - rows_end
+                    buf[:rest] = buf[rows_end:filled]
+                    filled, rows_end = rest, 0
+                    size = min(self._chunk_bytes, 2 * size)
+            if filled and self._complete and self.stopped is None:
+                self._chunk(bytes(buf[:filled]))
+        except BaseException as exc:  # an unexpected failure of this thread: stop the copy
+            self._stop(exc)
+            while os.read(self._read_fd, PIPE_BYTES):
+                pass
+        finally:
+            pipe.close()
+            os.close(self._read_fd)
+
+    def _chunk(self, chunk: bytes) -> None:
+        try:
+            self._job.add_text(chunk)
             if self._deadline is not None and self._clock() >= self._deadline:
                 raise SnapshotDeadline(self._job.table.qualified, self._job.rows)
         except BaseException as exc:  # copy_table raises it once the COPY has stopped
-            self.stopped = exc
-            try:
-                self._conn.cancel()
-            except psycopg2.Error:  # the COPY then runs to its end, its rows ignored
-                log.warning("could not cancel the COPY of %s", self._job.table.qualified, exc_info=True)
+            self._stop(exc)
 
-    def finish(self) -> None:
-        """The COPY ended: parse the last rows and write the last part."""
-        self._parse()
-        self._job.finish()
-
-    def _parse(self) -> None:
-        chunk, self._buf = self._buf, bytearray()
-        if chunk:
-            self._job.add_csv(chunk)
-
-
-class _TableCopy:
-    """Parsed rows of one table waiting to become parts, and the parts written so far."""
-
-    def __init__(
-        self,
-        table: TableSchema,
-        snapshot: SnapshotPoint,
-        spool_dir: Path,
-        part_max_rows: int,
-        part_max_bytes: int,
-        on_part: Callable[[Path, StagedFile], None] | None,
-        progress: Callable[[CopyProgress], None] | None,
-    ) -> None:
-        self.table = table
-        self.snapshot = snapshot
-        self.dir = spool_dir / table.stage_dir
-        self.schema = arrow_schema(table)
-        self.mappings: list[TypeMapping] = [column_mapping(c) for c in table.columns]
-        self.part_max_rows = part_max_rows
-        self.part_max_bytes = part_max_bytes
-        self.on_part = on_part
-        self.progress = progress
-        names = [c.stage_name for c in table.columns]
-        self.read_options = pcsv.ReadOptions(column_names=names, use_threads=True)
-        self.parse_options = pcsv.ParseOptions(newlines_in_values=True)
-        self.convert_options = pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,  # "" is the empty string, an unquoted empty field NULL
-            null_values=[""],
-            check_utf8=True,
-        )
-        self.lsn = pa.scalar(snapshot_row_lsn(snapshot.lsn), pa.int64())
-        self.commit_ts = pa.scalar(snapshot.taken_at, COMMIT_TS_TYPE)
-        self.pending: list[pa.RecordBatch] = []
-        self.pending_rows = 0
-        self.pending_bytes = 0
-        self.files: list[StagedFile] = []
-        self.submitted = 0
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-snapshot-parts")
-        self.inflight: Future[StagedFile] | None = None
-        self.rows = 0
-        self.bytes = 0
-        self.started = time.monotonic()
-        self.logged = self.started
-        for col, mapping in zip(table.columns, self.mappings, strict=True):
-            if not mapping.exact:
-                log.warning(
-                    "table %s column %r (type %s) has no exact Arrow/Snowflake mapping: it travels "
-                    "as its PostgreSQL text form",
-                    table.qualified,
-                    col.name,
-                    col.type_name,
-                    extra={"table": table.qualified, "column": col.name, "pg_type": col.type_name},
-                )
-
-    def add_csv(self, chunk: bytearray) -> None:
-        self.bytes += len(chunk)
-        parsed = pcsv.read_csv(
-            pa.py_buffer(chunk),
-            read_options=self.read_options,
-            parse_options=self.parse_options,
-            convert_options=self.convert_options,
-        )
-        n = parsed.num_rows
-        arrays = [
-            text_to_arrow(self.table, col, mapping, parsed.column(i))
-            for i, (col, mapping) in enumerate(zip(self.table.columns, self.mappings, strict=True))
-        ]
-        arrays += self._metadata(n)
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self.pending.append(batch)
-        self.pending_rows += n
-        self.pending_bytes += batch.nbytes
-        self.rows += n
-        self._write_full_parts(final=False)
-        self._report(done=False)
-
-    def _metadata(self, n: int) -> list[pa.Array]:
-        """What the window writer gives an insert: the metadata columns, then null origin keys."""
-        arrays = []
-        for field in list(self.schema)[len(self.table.columns) :]:
-            if field.name == "_CDC_LSN":
-                arrays.append(pa.repeat(self.lsn, n))
-            elif field.name == "_CDC_SEQ":
-                ones = pa.repeat(pa.scalar(1, pa.int64()), n)
-                arrays.append(pc.add(pc.cumulative_sum(ones), pa.scalar(self.rows - 1, pa.int64())))
-            elif field.name == "_CDC_OP":
-                arrays.append(pa.repeat(pa.scalar("I", field.type), n))
-            elif field.name == "_CDC_COMMIT_TS":
-                arrays.append(pa.repeat(self.commit_ts, n))
-            elif field.name == "_CDC_MOVED":
-                arrays.append(pa.repeat(pa.scalar(False, field.type), n))
-            else:  # _CDC_UNCHANGED, _CDC_CHAIN, the origin keys of moved rows
-                arrays.append(pa.nulls(n, field.type))
-        return arrays
-
-    def finish(self) -> None:
-        self._write_full_parts(final=True)
-        self._wait()
-        self._report(done=True)
-
-    def _write_full_parts(self, *, final: bool) -> None:
-        while self.pending_rows and (
-            final or self.pending_rows >= self.part_max_rows or self.pending_bytes >= self.part_max_bytes
-        ):
-            data = pa.Table.from_batches(self.pending, schema=self.schema)
-            take = min(self.part_max_rows, data.num_rows)
-            self._write_part(data.slice(0, take))
-            rest = data.slice(take)
-            self.pending = rest.combine_chunks().to_batches() if rest.num_rows else []
-            self.pending_rows = rest.num_rows
-            self.pending_bytes = sum(b.nbytes for b in self.pending)
-
-    def _write_part(self, data: pa.Table) -> None:
-        """Hand the part to the writer thread (Parquet encoding and ``on_part`` release the GIL and
-        overlap the next chunk's reading); one part at most is in flight."""
-        self._wait()
-        name = part_name(self.submitted)
-        self.submitted += 1
-        self.inflight = self.writer.submit(self._write, name, data)
-
-    def _wait(self) -> None:
-        if self.inflight is not None:
-            future, self.inflight = self.inflight, None
-            self.files.append(future.result())
-
-    def _write(self, name: str, data: pa.Table) -> StagedFile:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / name
-        pq.write_table(data, path, **PARQUET_OPTIONS)
-        size, digest = file_digest(path)
-        staged = StagedFile(name=name, rows=data.num_rows, bytes=size, sha256=digest)
-        log.debug(
-            "snapshot part written",
-            extra={"table": self.table.qualified, "part": name, "rows": staged.rows, "bytes": size},
-        )
-        if self.on_part is not None:
-            self.on_part(path, staged)
-        return staged
-
-    def close(self) -> None:
-        """Stop the writer thread (after the part in flight, whose outcome no longer matters)."""
-        self.writer.shutdown(wait=True, cancel_futures=True)
-
-    def _report(self, *, done: bool) -> None:
-        now = time.monotonic()
-        elapsed = now - self.started
-        if self.progress is not None:
-            self.progress(
-                CopyProgress(self.table.qualified, self.rows, self.bytes, len(self.files), elapsed, done)
-            )
-        if done or now - self.logged >= LOG_EVERY_S:
-            self.logged = now
-            rate = self.rows / elapsed if elapsed > 0 else 0.0
-            log.info(
-                "%s %s: %d rows, %.1f MB in %.1f s (%.0f rows/s, %.1f MB/s), %d parts",
-                "copied" if done else "copying",
-                self.table.qualified,
-                self.rows,
-                self.bytes / 1e6,
-                elapsed,
-                rate,
-                self.bytes / 1e6 / elapsed if elapsed > 0 else 0.0,
-                len(self.files),
-                extra={
-                    "table": self.table.qualified,
-                    "rows": self.rows,
-                    "bytes": self.bytes,
-                    "parts": len(self.files),
-                    "rows_per_s": round(rate),
-                    "lsn": str(self.snapshot.lsn),
-                },
-            )
-
-    def result(self) -> SnapshotTable:
-        staged = StagedTable(
-            table=self.table,
-            stage_dir=self.table.stage_dir,
-            files=tuple(self.files),
-            rows=self.rows,
-            ops={"I": self.rows, "U": 0, "D": 0, "T": 0},
-            truncate=None,
-            columns_as_text=tuple(
-                c.name for c, m in zip(self.table.columns, self.mappings, strict=True) if not m.exact
-            ),
-        )
-        return SnapshotTable(staged, self.snapshot.lsn, self.bytes, time.monotonic() - self.started)
+    def _stop(self, exc: BaseException) -> None:
+        if self.stopped is not None:
+            return
+        self.stopped = exc
+        try:
+            self._conn.cancel()
+        except psycopg2.Error:  # the COPY then runs to its end, its rows dropped
+            log.warning("could not cancel the COPY of %s", self._job.table.qualified, exc_info=True)

@@ -1,10 +1,12 @@
-"""copy_table without a server: a fake connection replays COPY output as PostgreSQL writes it (CSV,
-FORCE_QUOTE *, one write per row). Parts must match the window writer's parts for the same rows,
-split exactly, and a deadline or a bad value must cancel the COPY."""
+"""copy_table without a server: a fake connection replays COPY output as PostgreSQL writes it (text
+format, one write per row). Parts must match the window writer's parts for the same rows, split
+exactly, and a deadline or a bad value must cancel the COPY."""
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from cdc.snapshot import (
     in_snapshot,
     snapshot_row_lsn,
 )
+from cdc.snapshot.copy import PIPE_BYTES, WRITE_BUFFER_BYTES
 
 TABLE = TableSchema(
     "public",
@@ -42,14 +45,15 @@ TABLE = TableSchema(
     ("id",),
 )
 
-# what COPY (SELECT id, t, encode(b, 'hex'), ...) TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *) writes
+# what COPY (SELECT id, t, encode(b, 'hex'), ...) TO STDOUT writes (captured from PostgreSQL 15):
+# tab-separated, \N for NULL, backslash escapes for line breaks, tabs and backslashes
 ROWS = [
-    b'"1",,,,,,,,\n',
-    b'"2","","","0.00","0","f","""""","2024-01-01 00:00:00+00","{}"\n',
-    b'"3","a""b,c\nd\r\ne","00ff","-1234567890.12","-Infinity","t","{""k"": ""v\\n""}",'
-    b'"2024-02-29 11:14:15.123456+00","{1,NULL,3}"\n',
-    '"4","héllo 🎉 \\.","deadbeef","0.01","1e+300","t","null","0044-03-15 12:00:00.5+00 BC","[0:1]={7,8}"\n'.encode(),
-    b'"5","\\.",,"9999999999.99","NaN","f","[1, 2.50]","infinity",\n',
+    b"1\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
+    b'2\t\t\t0.00\t0\tf\t""\t2024-01-01 00:00:00+00\t{}\n',
+    b'3\ta"b,c\\nd\\r\\ne\t00ff\t-1234567890.12\t-Infinity\tt\t{"k": "v\\\\n"}\t'
+    b"2024-02-29 11:14:15.123456+00\t{1,NULL,3}\n",
+    "4\théllo 🎉 \\\\.\tdeadbeef\t0.01\t1e+300\tt\tnull\t0044-03-15 12:00:00.5+00 BC\t[0:1]={7,8}\n".encode(),
+    b"5\t\\\\.\t\\N\t9999999999.99\tNaN\tf\t[1, 2.50]\tinfinity\t\\N\n",
 ]
 # the same rows as wal2json sends them (what the window writer converts)
 WAL2JSON: list[dict[str, Any]] = [
@@ -125,7 +129,7 @@ class FakeCursor:
 class FakeConn:
     closed = False
 
-    def __init__(self, rows: list[bytes]) -> None:
+    def __init__(self, rows: Iterable[bytes]) -> None:
         self.rows = rows
         self.statements: list[Any] = []
         self.cancelled = False
@@ -195,9 +199,14 @@ def test_metadata_marks_rows_as_inserts_just_before_the_consistent_point(tmp_pat
     }
 
 
+def text_row(key: int, text: str = "") -> bytes:
+    """A COPY text-format row of TABLE with a key and a text, every other column NULL."""
+    return f"{key}\t{text}".encode() + b"\t\\N" * 7 + b"\n"
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])
 def test_parts_split_exactly_at_part_max_rows(tmp_path: Path, chunk_bytes: int) -> None:
-    rows = [f'"{i}","v{i}",,,,,,,\n'.encode() for i in range(7)]
+    rows = [text_row(i, f"v{i}") for i in range(7)]
     seen: list[tuple[str, int, bool]] = []
 
     def on_part(path: Path, f: StagedFile) -> None:
@@ -213,15 +222,41 @@ def test_parts_split_exactly_at_part_max_rows(tmp_path: Path, chunk_bytes: int) 
         ("part-00002.parquet", 1, True),
     ]
     assert [r["C1"] for r in _read(tmp_path, snap.staged.files)] == list(range(7))
+    assert [r["C2"] for r in _read(tmp_path, snap.staged.files)] == [f"v{i}" for i in range(7)]
     assert [r["_CDC_SEQ"] for r in _read(tmp_path, snap.staged.files)] == list(range(7))
 
 
 def test_parts_split_at_part_max_bytes(tmp_path: Path) -> None:
-    rows = [f'"{i}","{"x" * 1000}",,,,,,,\n'.encode() for i in range(10)]
+    rows = [text_row(i, "x" * 1000) for i in range(10)]
     snap = copy_table(FakeConn(rows), TABLE, POINT, tmp_path, part_max_bytes=2500, chunk_bytes=1)
     assert len(snap.staged.files) >= 3
     assert sum(f.rows for f in snap.staged.files) == 10
     assert all(f.rows <= 3 for f in snap.staged.files)
+
+
+def test_escapes_of_the_text_format_are_undone(tmp_path: Path) -> None:
+    rows = [
+        b"1\tline\\nbreak\\ttab\\rcr\\\\n not a break\t00ff" + b"\t\\N" * 6 + b"\n",
+        b"2\t\\\\N\t\\N" + b"\t\\N" * 6 + b"\n",  # the text \\N, then NULL
+        b"3\t\\b\\f\\v\t" + b"\t\\N" * 6 + b"\n",
+    ]
+    snap = copy_table(FakeConn(rows), TABLE, POINT, tmp_path, chunk_bytes=7)
+    got = [(r["C1"], r["C2"], r["C3"]) for r in _read(tmp_path, snap.staged.files)]
+    assert got == [
+        (1, "line\nbreak\ttab\rcr\\n not a break", b"\x00\xff"),
+        (2, "\\N", None),
+        (3, "\b\f\v", b""),
+    ]
+
+
+def test_a_row_longer_than_a_chunk_and_a_single_column_row_of_an_empty_string(tmp_path: Path) -> None:
+    long = "é" * 5000
+    snap = copy_table(FakeConn([text_row(1, long), text_row(2, "")]), TABLE, POINT, tmp_path, chunk_bytes=64)
+    assert [(r["C1"], r["C2"]) for r in _read(tmp_path, snap.staged.files)] == [(1, long), (2, "")]
+    keyonly = TableSchema("public", "k", (Column("k", 1, "text", 25, nullable=False),), ("k",))
+    snap = copy_table(FakeConn([b"\n", b"a\n"]), keyonly, POINT, tmp_path / "k")
+    rows = pq.read_table(tmp_path / "k" / keyonly.stage_dir / "part-00000.parquet").to_pylist()
+    assert [r["C1"] for r in rows] == ["", "a"]  # an empty line is a row
 
 
 def test_an_empty_table_has_no_parts(tmp_path: Path) -> None:
@@ -241,21 +276,35 @@ def test_the_copy_imports_the_snapshot_in_one_repeatable_read_transaction(tmp_pa
     ]
 
 
+def many_rows(count: int, width: int = 100) -> Iterator[bytes]:
+    """``count`` rows of about ``width`` bytes, made as they are read."""
+    return (text_row(i, "x" * width) for i in range(count))
+
+
+def bytes_bound(row: int, chunk: int) -> int:
+    """Rows the COPY can still hand over once the parser cancels it: what the parser read for the
+    chunk it was parsing, what fills the pipe and the write buffer, and the row being written."""
+    return (chunk + PIPE_BYTES + (PIPE_BYTES + WRITE_BUFFER_BYTES + row)) // row + 1
+
+
 def test_the_deadline_cancels_the_copy_between_chunks(tmp_path: Path) -> None:
-    conn = FakeConn([f'"{i}",,,,,,,,\n'.encode() for i in range(1000)])
+    conn = FakeConn(many_rows(100_000))
+    row = len(text_row(0, "x" * 100))
     with pytest.raises(SnapshotDeadline) as err:
-        copy_table(conn, TABLE, POINT, tmp_path, chunk_bytes=100, deadline=time.monotonic() - 1)
+        copy_table(conn, TABLE, POINT, tmp_path, chunk_bytes=1000, deadline=time.monotonic() - 1)
     assert conn.cancelled
-    assert conn.written < 20  # the rest of the COPY was never read
+    assert conn.written <= bytes_bound(row, 1000) < 100_000  # the rest of the COPY was never read
     assert conn.statements[-1] == "ROLLBACK"
     assert err.value.table == "public.Odd tbl" and err.value.rows > 0
 
 
 def test_a_value_that_does_not_fit_cancels_the_copy_and_names_the_column(tmp_path: Path) -> None:
-    conn = FakeConn([b'"1",,,"NaN",,,,,\n'] + [f'"{i}",,,,,,,,\n'.encode() for i in range(2, 500)])
+    bad = b"1\t\\N\t\\N\tNaN" + b"\t\\N" * 5 + b"\n"
+    conn = FakeConn(itertools.chain([bad], many_rows(100_000)))
+    row = len(text_row(0, "x" * 100))
     with pytest.raises(DecodeError, match=r"column 'n' \(numeric\(12,2\)\): value 'NaN'"):
-        copy_table(conn, TABLE, POINT, tmp_path, chunk_bytes=1)
-    assert conn.cancelled and conn.written < 5
+        copy_table(conn, TABLE, POINT, tmp_path, chunk_bytes=100)
+    assert conn.cancelled and conn.written <= bytes_bound(row, 100) < 100_000
     assert conn.statements[-1] == "ROLLBACK"
 
 
@@ -280,3 +329,17 @@ def test_a_commit_is_in_the_copy_exactly_when_it_is_below_the_consistent_point()
 def test_snapshot_point_refuses_what_is_not_a_snapshot_name(name: str) -> None:
     with pytest.raises(ValueError):
         SnapshotPoint(name, Lsn(1), TAKEN_AT)
+
+
+def test_a_number_the_typed_read_refuses_is_read_again_as_text_and_named(tmp_path: Path) -> None:
+    small = TableSchema(
+        "public",
+        "s",
+        (Column("id", 1, "integer", 23, nullable=False), Column("n", 2, "smallint", 21)),
+        ("id",),
+    )
+    snap = copy_table(FakeConn([b"1\t-32768\n", b"2\t\\N\n"]), small, POINT, tmp_path / "ok")
+    rows = pq.read_table(tmp_path / "ok" / small.stage_dir / "part-00000.parquet").to_pylist()
+    assert [(r["C1"], r["C2"]) for r in rows] == [(1, -32768), (2, None)] and snap.rows == 2
+    with pytest.raises(DecodeError, match=r"column 'n' \(smallint\): value 40000 does not fit"):
+        copy_table(FakeConn([b"1\t5\n", b"2\t40000\n"]), small, POINT, tmp_path / "bad")

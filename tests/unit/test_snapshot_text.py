@@ -12,7 +12,7 @@ import pytest
 from cdc.convert import convert_column
 from cdc.errors import DecodeError
 from cdc.model import Column, TableSchema
-from cdc.snapshot.text import decode_bytea_hex, text_to_arrow, wal2json_value
+from cdc.snapshot.text import decode_bytea_hex, text_to_arrow, unescape_copy_text, wal2json_value
 from cdc.typemap import column_mapping
 
 # (type, PostgreSQL text forms as COPY writes them in the session, the value wal2json sends)
@@ -167,3 +167,64 @@ def test_wal2json_value_gives_the_json_types_wal2json_sends() -> None:
     text_col = Column("t", 1, "text", 25)
     assert wal2json_value("5", text_col, column_mapping(text_col)) == "5"
     assert wal2json_value(None, text_col, column_mapping(text_col)) is None
+
+
+ARRAY_CASES: list[tuple[str, list[str | None]]] = [
+    # rows the vectorised path takes, mixed with rows convert_column must take (quoted elements,
+    # several dimensions, lower bounds other than 1, NaN, escapes)
+    (
+        "text[]",
+        [
+            "{alpha,bravo}",
+            "{}",
+            None,
+            "{NULL,x,NULL}",
+            "{null,Null}",
+            "{héllo,🎉}",
+            '{"a b",NULL}',
+            "[0:1]={a,b}",
+            "{{a,b},{c,d}}",
+            "{NULLx,xNULL}",
+            '{"\\\\q"}',
+            "{a\u00a0,b}",
+        ],
+    ),
+    ("integer[]", ["{1,NULL,-3}", "{}", None, "[0:1]={7,8}", "{{1,2},{3,4}}"]),
+    ("boolean[]", ["{t,f,NULL}", "{}", None, "{{t},{f}}"]),
+    ("double precision[]", ["{1.5,NaN,-Infinity,1e+300}", "{0.1,-0,NULL}", "{}", "{4.9e-324}"]),
+    ("numeric[]", ["{1.50,NaN}", "{1,2}", "{-0.000}"]),
+    ("uuid[]", ["{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}"]),
+    ("date[]", ["{2024-01-01,infinity}", '{"2024-01-01 BC"}']),
+    ("jsonb[]", ['{"{\\"a\\": 1}",NULL}']),
+]
+
+
+@pytest.mark.parametrize(("type_name", "texts"), ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES])
+def test_arrays_convert_exactly_like_the_stream_values(type_name: str, texts: list[str | None]) -> None:
+    table, column = _table(type_name)
+    mapping = column_mapping(column)
+    from_copy = text_to_arrow(table, column, mapping, pa.array(texts, pa.string()))
+    assert from_copy.equals(convert_column(table, column, mapping, texts))
+
+
+def test_array_json_of_simple_rows() -> None:
+    table, column = _table("text[]")
+    got = text_to_arrow(table, column, column_mapping(column), pa.array(["{a,NULL,null}", "{}", None]))
+    assert got.to_pylist() == ['["a",null,null]', "[]", None]
+    table, column = _table("integer[]")
+    got = text_to_arrow(table, column, column_mapping(column), pa.array(["{1,NULL,-3}"]))
+    assert got.to_pylist() == ["[1,null,-3]"]
+    table, column = _table("boolean[]")
+    assert text_to_arrow(table, column, column_mapping(column), pa.array(["{t,f}"])).to_pylist() == [
+        "[true,false]"
+    ]
+
+
+def test_copy_text_escapes_are_undone_exactly() -> None:
+    table, column = _table("text")
+    texts = pa.array(["a\\\\n", "tab\\there \\\\N", None, "x\\b\\f\\v\\r\\n", "plain", "\\\\\\\\"])
+    assert unescape_copy_text(table, column, texts).to_pylist() == [
+        "a\\n", "tab\there \\N", None, "x\b\f\v\r\n", "plain", "\\\\",
+    ]  # fmt: skip
+    with pytest.raises(DecodeError, match="an escape PostgreSQL's text format does not use"):
+        unescape_copy_text(table, column, pa.array(["\\123"]))
