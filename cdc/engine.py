@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from cdc import failpoints, snapshot_mode
+from cdc.apply import OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
 from cdc.checkpoint import CheckpointStore, Lease
-from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
+from cdc.errors import CdcError, ConfigError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog, redact
 from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, StagedTable, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
@@ -89,9 +90,12 @@ class Engine:
         self.source = source
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
+        # the applies of a window's tables run side by side, each on a sink of its own
+        self._sinks = SinkPool(lambda: self.sink, sink_factory)
         self.stage = stage
         self.store = store
         self._time_left = time_left
+        self._reserve_checked = False
         self.owner = owner or f"cdc-{uuid.uuid4().hex[:12]}"
         self.last_retries = 0
         self.last_checkpoint_lsn: str | None = None
@@ -107,6 +111,7 @@ class Engine:
         close_source = getattr(self.source, "close", None)
         if close_source is not None:
             close_source()
+        self._sinks.close()
         if self._sink is not None:
             close_sink = getattr(self._sink, "close", None)
             if close_sink is not None:
@@ -132,11 +137,31 @@ class Engine:
         return health.lag_bytes if health else None
 
     def budget_s(self) -> float:
-        """Seconds this window may spend reading: the Lambda's remaining time minus the margin."""
+        """Seconds this window may spend reading: the Lambda's remaining time minus the safety
+        margin and the time kept for staging and applying what was read."""
         budget = float(self.settings.window_max_seconds)
         if self._time_left is not None:
-            budget = min(budget, self._time_left() - self.settings.window_safety_margin_s)
+            reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
+            budget = min(budget, self._time_left() - reserved)
         return max(budget, 0.0)
+
+    def _check_reserve(self) -> None:
+        """An invocation shorter than the time kept free could never read a change: say so once,
+        at its first window, instead of running empty windows."""
+        if self._time_left is None or self._reserve_checked:
+            return
+        self._reserve_checked = True
+        left = self._time_left()
+        reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
+        if left <= reserved:
+            raise ConfigError(
+                [
+                    f"the invocation had {left:.0f} s left when its first window started, not more than "
+                    f"window_safety_margin_s + window_apply_margin_s = {reserved} s, so no window could "
+                    "read: raise the Lambda timeout or lower CDC_WINDOW_APPLY_MARGIN_S (time kept for "
+                    "applying) or CDC_WINDOW_SAFETY_MARGIN_S"
+                ]
+            )
 
     def run_window(
         self,
@@ -267,6 +292,7 @@ class Engine:
             skip={(v["schema"], v["table"]) for v in stopped.values()},
             snapshot_lsns=snapshot_mode.snapshot_lsns(checkpoint),
         )
+        self._check_reserve()
         bounds = ReadBounds(
             until=self.source.current_wal_lsn(),
             deadline=time.monotonic() + self.budget_s(),
@@ -305,11 +331,8 @@ class Engine:
                 "reason": reason,
                 "resnapshot": True,  # a copy of the table at a new point resolves it
             }
-        applied: list[StagedTable] = []
+        ready: list[TableApply] = []
         for staged in read.staged:
-            assert read.last_commit_lsn is not None
-            if applied:
-                failpoints.hit("between_merges")
             try:
                 evolution = self.sink.ensure_table(staged.table)
             except SchemaError as exc:
@@ -324,14 +347,38 @@ class Engine:
                 wlog.error("table stopped", extra={"table": staged.table.qualified, "reason": str(exc)})
                 continue
             notes += list(getattr(evolution, "notes", []))
-            self.sink.apply(
-                staged.table,
-                f"{prefix}/{staged.stage_dir}",
+            ready.append(TableApply(staged, f"{prefix}/{staged.stage_dir}"))
+        assert read.last_commit_lsn is not None or not ready
+        try:
+            applied = apply_tables(
+                ready,
+                self._sinks,
+                parallelism=self.settings.apply_parallelism,
                 window_id=window_id,
-                max_lsn=read.last_commit_lsn.value,
-                truncate=staged.truncate,
+                max_lsn=read.last_commit_lsn.value if read.last_commit_lsn else 0,
+                guard=TimeGuard(
+                    self._time_left,
+                    self.settings.window_safety_margin_s,
+                    self.settings.window_merge_reserve_s,
+                ),
+                between=lambda: failpoints.hit("between_merges"),
             )
-            applied.append(staged)
+        except OutOfTime as exc:  # the checkpoint stays: the next run applies the window again
+            wlog.warning("window stopped before applying every table", extra={"error": str(exc)})
+            return WindowResult(
+                pipeline,
+                window_id,
+                "failed",
+                str(checkpoint.lsn),
+                str(read.end),
+                transactions=read.transactions,
+                changes=read.changes,
+                bytes_staged=bytes_staged,
+                duration_s=time.monotonic() - started,
+                stop_reason="time_budget",
+                error={"class": "OutOfTime", "message": str(exc), "kind": "transient"},
+                notes=tuple(notes),
+            )
         failpoints.hit("after_merge")
         new_stops = {t: v for t, v in stopped.items() if t not in checkpoint.extra.get("stopped_tables", {})}
         auto = " (the next run re-snapshots it)" if self.settings.resnapshot_stopped_tables else ""

@@ -163,6 +163,27 @@ FIELDS: tuple[Field, ...] = (
     Field("window_max_changes", "int", 100_000),
     Field("window_max_seconds", "int", 600, doc="Time budget of one window outside Lambda."),
     Field("window_safety_margin_s", "int", 30, doc="Lambda time kept free after a window."),
+    Field(
+        "window_apply_margin_s",
+        "int",
+        60,
+        doc="Lambda time kept for staging and applying a window: reading stops when less than this "
+        "plus the safety margin is left.",
+    ),
+    Field(
+        "window_merge_reserve_s",
+        "int",
+        20,
+        doc="A table's COPY + MERGE starts only with this much Lambda time left beyond the safety "
+        "margin (or the slowest apply of the window so far, if longer); else the window stops "
+        "there and the next run applies it again.",
+    ),
+    Field(
+        "apply_parallelism",
+        "int",
+        4,
+        doc="Tables of a window applied at the same time, each on its own Snowflake connection.",
+    ),
     Field("part_max_rows", "int", 50_000, doc="Rows per Parquet part before it is flushed."),
     Field("lease_ttl_s", "int", 900),
     Field(
@@ -246,6 +267,9 @@ class Settings:
     window_max_changes: int
     window_max_seconds: int
     window_safety_margin_s: int
+    window_apply_margin_s: int
+    window_merge_reserve_s: int
+    apply_parallelism: int
     part_max_rows: int
     lease_ttl_s: int
     retry_attempts: int
@@ -431,7 +455,7 @@ def _build(raw: Mapping[str, Any], earlier: list[str] | None = None) -> Settings
             f"{values['source_sslmode']}: point it at the CA bundle (for Aurora, the RDS global bundle)"
         )
     positive = ("window_max_changes", "part_max_rows", "lease_ttl_s", "window_max_seconds", "retry_attempts")
-    for name in positive:
+    for name in (*positive, "apply_parallelism"):
         if values.get(name) == 0:
             problems.append(f"{name} ({_BY_NAME[name].env}) must be greater than 0")
     if problems:

@@ -1,0 +1,245 @@
+"""The Lambda's time budget, through ``lambda/handler.handler`` with a context whose remaining time
+runs down with the real clock: a window stops reading in time to apply what it read, ends on a
+commit the target has, never starts a MERGE the remaining time cannot hold, and the next
+invocation catches up exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from helpers import Pipeline
+
+from cdc.app import build_engine
+from cdc.demo import compare_table
+from cdc.model import Lsn
+from cdc.settings import FIELDS, Secret, Settings
+from cdc.snowflake import sql as sfsql
+
+REPO = Path(__file__).resolve().parents[2]
+SAFETY_S = 1
+# Reading all of it takes longer than the read budget below whatever the reader's speed: the
+# walsender alone decodes changes of WIDE columns at about 50,000/s (measured with
+# pg_logical_slot_peek_changes); one transaction is read well within it.
+TRANSACTIONS = 12
+ROWS_PER_TXN = 5000
+WIDE = 40
+
+
+class RunningDownContext:
+    """A Lambda context whose remaining time runs down with the real clock.
+
+    Its clock starts when the pipeline first asks (``get_remaining_time_in_millis``), so the time a
+    window gets for reading does not depend on how long the invocation took to set up here.
+    """
+
+    def __init__(self, remaining_s: float) -> None:
+        self.remaining_s = remaining_s
+        self.deadline: float | None = None
+        self.asked = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.asked += 1
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.remaining_s
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``CDC_*`` variables that make ``settings`` (the Lambda's only input)."""
+    env: dict[str, str] = {}
+    for f in FIELDS:
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, Secret):
+            value = value.reveal()
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f.env] = str(value)
+    return env
+
+
+def load_handler() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"cdc_lambda_handler_{uuid.uuid4().hex[:6]}", REPO / "lambda" / "handler.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The handler configures the root logger: put it back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+@pytest.fixture
+def p(stack: Any) -> Iterator[Pipeline]:
+    pipeline = Pipeline(stack)
+    with pipeline.conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {pipeline.schema}")
+        columns = ", ".join(f"c{i} text" for i in range(WIDE))
+        cur.execute(f"CREATE TABLE {pipeline.schema}.t (id int PRIMARY KEY, txn int NOT NULL, {columns})")
+        cur.execute(f"CREATE TABLE {pipeline.schema}.u (id int PRIMARY KEY, note text)")
+    pipeline.conn.commit()
+    pipeline.settings = pipeline.settings.replace(
+        source_tables=(f"{pipeline.schema}.t", f"{pipeline.schema}.u"),
+        window_max_changes=10 * TRANSACTIONS * ROWS_PER_TXN,  # only the time ends a window
+        window_safety_margin_s=SAFETY_S,
+        log_format="text",
+    )
+    pipeline.engine.close()
+    pipeline.engine = build_engine(pipeline.settings)
+    yield pipeline
+    pipeline.close()
+
+
+def invoke(p: Pipeline, monkeypatch: pytest.MonkeyPatch, context: Any, **settings: Any) -> dict[str, Any]:
+    """One invocation of the Lambda handler, configured by environment only."""
+    with monkeypatch.context() as mp:
+        for name, value in settings_env(p.settings.replace(**settings)).items():
+            mp.setenv(name, value)
+        result: dict[str, Any] = load_handler().handler({}, context)
+    return result
+
+
+def workload(p: Pipeline) -> None:
+    """TRANSACTIONS transactions; transaction k inserts ids k*ROWS_PER_TXN.. into t."""
+    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
+    with p.conn.cursor() as cur:
+        for k in range(TRANSACTIONS):
+            cur.execute(
+                f"INSERT INTO {p.schema}.t SELECT i, %s, {values} FROM generate_series(%s, %s) i",
+                (k, k * ROWS_PER_TXN, (k + 1) * ROWS_PER_TXN - 1),
+            )
+            cur.execute(f"INSERT INTO {p.schema}.u VALUES (%s, %s)", (k, f"txn {k}"))
+            p.conn.commit()
+
+
+def target_ids(p: Pipeline, table: str) -> list[int]:
+    rows = p.engine.sink.fetch_table(p.engine.source.catalog().tables[(p.schema, table)])
+    return sorted(int(r["id"]) for r in rows)
+
+
+def wide_target(p: Pipeline) -> tuple[int, ...]:
+    """(rows, lowest id, highest id, distinct ids, rows whose every column holds exactly what the
+    workload wrote for its id) of the target of t, counted in Snowflake."""
+    target = sfsql.target_table(
+        p.settings.snowflake_database, p.engine.source.catalog().tables[(p.schema, "t")]
+    )
+    exact = " AND ".join(
+        [f"TXN = FLOOR(ID / {ROWS_PER_TXN})"] + [f"C{i} = 'c{i}-' || ID" for i in range(WIDE)]
+    )
+    cur = p.engine.sink.connection.cursor()
+    cur.execute(
+        f"SELECT COUNT(*), MIN(ID), MAX(ID), COUNT(DISTINCT ID), SUM(CASE WHEN {exact} THEN 1 ELSE 0 END) "
+        f"FROM {target}"
+    )
+    row = cur.fetchone()
+    return tuple(int(v) if v is not None else -1 for v in row)
+
+
+def expected_wide(transactions: int) -> tuple[int, ...]:
+    """What wide_target gives when the target holds exactly the first ``transactions``."""
+    n = transactions * ROWS_PER_TXN
+    return (n, 0, n - 1, n, n)
+
+
+def assert_equal(p: Pipeline, *tables: str) -> None:
+    catalog = p.engine.source.catalog()
+    for name in tables:
+        diff = compare_table(p.conn, p.engine, catalog.tables[(p.schema, name)])
+        assert diff.equal, (name, diff.missing[:5], diff.extra[:5], diff.different[:5])
+        assert diff.source_rows == diff.target_rows
+
+
+def test_window_stops_reading_for_the_time_budget_and_the_next_run_catches_up(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = invoke(p, monkeypatch, RunningDownContext(900))
+    assert first["status"] == "snapshot"
+    workload(p)
+    apply_margin, read_s = 30, 0.5
+    context = RunningDownContext(SAFETY_S + apply_margin + read_s)
+    result = invoke(p, monkeypatch, context, window_apply_margin_s=apply_margin, window_merge_reserve_s=5)
+    assert context.asked >= 4  # the first window's check, the read budget, the check before each MERGE
+    assert (result["status"], result["stop_reason"], result["caught_up"]) == ("applied", "time_budget", False)
+    done = result["transactions"]
+    assert 0 < done < TRANSACTIONS
+    assert result["changes"] == done * (ROWS_PER_TXN + 1)
+    # the checkpoint is the window's end, a commit boundary: the target holds exactly the
+    # transactions before it, and the slot was confirmed there
+    checkpoint = p.store.load()
+    assert checkpoint is not None and str(checkpoint.lsn) == result["end_lsn"]
+    assert p.slot_confirmed() == Lsn.parse(result["end_lsn"])
+    assert wide_target(p) == expected_wide(done)
+    assert target_ids(p, "u") == list(range(done))
+    # a fresh invocation with time to spare reads the rest
+    after = invoke(p, monkeypatch, RunningDownContext(900))
+    assert (after["status"], after["caught_up"]) == ("applied", True)
+    assert after["start_lsn"] == result["end_lsn"]
+    assert after["transactions"] == TRANSACTIONS - done
+    assert wide_target(p) == expected_wide(TRANSACTIONS)  # every row of t, every column exact
+    assert_equal(p, "u")
+
+
+def test_no_merge_starts_without_the_time_it_needs(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    invoke(p, monkeypatch, RunningDownContext(900))
+    before = p.store.load()
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.t (id, txn, c0) VALUES (1, 0, 'a'), (2, 0, 'b')")
+        cur.execute(f"INSERT INTO {p.schema}.u VALUES (1, 'a')")
+    p.conn.commit()
+    # 2 s kept for applying, 3 s to read: after reading at most 5 s are left, and an apply needs 10
+    context = RunningDownContext(SAFETY_S + 2 + 3)
+    result = invoke(
+        p, monkeypatch, context, window_apply_margin_s=2, window_merge_reserve_s=10, apply_parallelism=1
+    )
+    assert (result["status"], result["stop_reason"]) == ("failed", "time_budget")
+    assert result["error"]["class"] == "OutOfTime" and result["error"]["kind"] == "transient"
+    assert "not enough time left to apply table" in result["error"]["message"]
+    assert "an apply needs 10.0 s" in result["error"]["message"]
+    assert (result["transactions"], result["changes"]) == (1, 3)
+    assert p.store.load() == before  # the checkpoint did not move ...
+    assert before is not None and p.slot_confirmed() == before.lsn  # ... nor the slot
+    assert target_ids(p, "t") == [] and target_ids(p, "u") == []  # no MERGE ran
+    after = invoke(p, monkeypatch, RunningDownContext(900))
+    assert (after["status"], after["changes"], after["start_lsn"]) == ("applied", 3, str(before.lsn))
+    assert_equal(p, "t", "u")
+
+
+def test_a_timeout_shorter_than_the_time_kept_free_is_a_configuration_error(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke(p, monkeypatch, RunningDownContext(900))
+    before = p.store.load()
+    result = invoke(p, monkeypatch, RunningDownContext(50), window_apply_margin_s=60)  # 1 + 60 >= 50
+    assert (result["status"], result["error"]["class"], result["error"]["kind"]) == (
+        "failed",
+        "ConfigError",
+        "permanent",
+    )
+    assert "window_safety_margin_s + window_apply_margin_s = 61 s" in result["error"]["message"]
+    assert "lower CDC_WINDOW_APPLY_MARGIN_S" in result["error"]["message"]
+    assert p.store.load() == before
