@@ -296,6 +296,39 @@ class CheckpointStore:
         )
         return lease
 
+    def renew_lease(self, lease: Lease, ttl_s: int, now: float | None = None) -> Lease:
+        """Extend our lease (same epoch) before work that must not outlive it: a MERGE. Raises
+        ``CheckpointConflict`` when another run has taken the lease over since."""
+        now = self._clock() if now is None else now
+        renewed = Lease(lease.pipeline, lease.owner, lease.epoch, now + ttl_s)
+        try:
+            with self._errors("renew the lease", "dynamodb:UpdateItem", expect=_CONDITION_FAILED):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=self._lease_key,
+                    UpdateExpression="SET #expires = :until, #ttl = :ttl",
+                    ConditionExpression="#owner = :me AND #epoch = :epoch",
+                    ExpressionAttributeNames={
+                        **{k: _NAMES[k] for k in ("#owner", "#epoch", "#expires")},
+                        "#ttl": "ttl",
+                    },
+                    ExpressionAttributeValues={
+                        ":until": {"N": _num(renewed.expires_at)},
+                        ":ttl": {"N": str(int(renewed.expires_at) + LEASE_TTL_GRACE_S)},
+                        ":me": {"S": lease.owner},
+                        ":epoch": {"N": str(lease.epoch)},
+                    },
+                )
+        except ClientError as exc:
+            holder = self._quiet(self.read_lease)
+            raise CheckpointConflict(
+                f"pipeline {self._pipeline}: this run ({lease.owner}, epoch {lease.epoch}) lost its lease to "
+                f"{holder.owner if holder else 'another run'} (epoch {holder.epoch if holder else '?'}) "
+                "before applying: it stops without applying or moving the checkpoint, and its staged "
+                "files are harmless. If this repeats, raise lease_ttl_s above the longest window"
+            ) from exc
+        return renewed
+
     def release_lease(self, lease: Lease) -> None:
         """Expire the lease now, if it is still ours; a lost lease releases nothing (silently)."""
         try:

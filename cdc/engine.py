@@ -298,6 +298,7 @@ class Engine:
             deadline=time.monotonic() + self.budget_s(),
             max_changes=self.settings.window_max_changes,
             part_max_rows=self.settings.part_max_rows,
+            hard_deadline=self._time_left is not None,
         )
         pipeline = self.settings.pipeline
         with tempfile.TemporaryDirectory(prefix="cdc-window-") as spool:
@@ -322,6 +323,8 @@ class Engine:
             bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
             failpoints.hit("after_stage")
             positions = _positions(Path(spool), read, window_id)
+        # reading may have taken long: make sure no other run took over before anything is applied
+        lease = self.store.renew_lease(lease, self.settings.lease_ttl_s)
         for table, reason in read.stopped.items():
             schema_name, table_name = reader.tables_by_name[table]
             stopped[table] = {

@@ -69,6 +69,10 @@ class CheckpointUnavailable(TransientError):
     """DynamoDB could not be reached or throttled the request."""
 
 
+class TransactionTooLarge(PermanentError):
+    """One transaction needs more time to read than the invocation's budget ever allows."""
+
+
 class CheckpointConflict(PermanentError):
     """The checkpoint changed under us, or our lease was lost: this run must not write."""
 

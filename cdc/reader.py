@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cdc.batch import StagedTable, WindowWriter
-from cdc.errors import SchemaError, SourceError, UnknownColumn
+from cdc.errors import SchemaError, SourceError, TransactionTooLarge, UnknownColumn
 from cdc.model import Begin, Commit, Lsn, TableSchema
 from cdc.source.catalog import Catalog
 from cdc.source.slot import StreamPosition
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from cdc.engine import Source
 
 log = logging.getLogger(__name__)
+
+
+DEADLINE_CHECK_EVERY = 1000  # changes of one transaction between looks at the clock
 
 
 @dataclass
@@ -52,6 +55,9 @@ class ReadBounds:
     deadline: float  # time.monotonic() when reading must stop
     max_changes: int
     part_max_rows: int
+    # the deadline is the invocation's (Lambda): a transaction that alone outlasts it can never be
+    # applied by this kind of run, so it fails the window rather than time out again and again
+    hard_deadline: bool = False
 
 
 class WindowReader:
@@ -105,6 +111,20 @@ class WindowReader:
                             read.stop_reason = "schema_change"
                             break
                     in_txn_changes += 1
+                    if in_txn_changes % DEADLINE_CHECK_EVERY == 0 and time.monotonic() >= bounds.deadline:
+                        if read.transactions:
+                            # end at the last commit: this transaction's rows wait in the parts
+                            # past max_lsn (the MERGE leaves them out) and the next window reads it
+                            read.stop_reason = "time_budget"
+                            break
+                        if bounds.hard_deadline:
+                            raise TransactionTooLarge(
+                                f"the transaction committing at {txn.commit_lsn} has more changes than "
+                                f"this invocation can read in its time budget ({in_txn_changes:,} read so "
+                                "far): a window never splits a transaction, so run this window where "
+                                "time is not limited (cdc sync --until-caught-up), or raise the Lambda "
+                                "timeout"
+                            )
                 elif isinstance(message, Begin):
                     txn, in_txn_changes = message, 0
                 elif isinstance(message, Commit):

@@ -179,6 +179,25 @@ def test_old_holder_cannot_save_after_takeover(store: CheckpointStore) -> None:
     assert store.load() == saved
 
 
+def test_renewing_extends_the_lease_and_fails_once_another_run_took_it_over(endpoint: str, table: str) -> None:
+    clock = [time.time()]
+    store = CheckpointStore(_client(endpoint), table, f"p-{uuid.uuid4().hex[:10]}", clock=lambda: clock[0])
+    lease = store.acquire_lease("run-a", ttl_s=60)
+    clock[0] += 50
+    renewed = store.renew_lease(lease, ttl_s=60)
+    assert (renewed.epoch, renewed.expires_at) == (lease.epoch, clock[0] + 60)
+    assert store.read_lease() == renewed
+    clock[0] += 30  # past the first expiry, within the renewed one: the lease still holds
+    saved = store.save(lsn=Lsn.parse("0/100"), slot="s", window_id="w1", lease=renewed, expected=None)
+    with pytest.raises(LeaseHeld):
+        store.acquire_lease("run-b", ttl_s=60)
+    clock[0] += 31  # now expired: another run takes over, and renewing fails before any apply
+    taken = store.acquire_lease("run-b", ttl_s=60)
+    with pytest.raises(CheckpointConflict, match=r"lost its lease to run-b \(epoch 2\) before applying"):
+        store.renew_lease(renewed, ttl_s=60)
+    assert store.read_lease() == taken and store.load() == saved
+
+
 def test_save_with_expired_lease_conflicts_even_before_takeover(endpoint: str, table: str) -> None:
     clock = [time.time()]
     store = CheckpointStore(_client(endpoint), table, f"p-{uuid.uuid4().hex[:10]}", clock=lambda: clock[0])

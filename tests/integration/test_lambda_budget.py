@@ -243,3 +243,37 @@ def test_a_timeout_shorter_than_the_time_kept_free_is_a_configuration_error(
     assert "window_safety_margin_s + window_apply_margin_s = 61 s" in result["error"]["message"]
     assert "lower CDC_WINDOW_APPLY_MARGIN_S" in result["error"]["message"]
     assert p.store.load() == before
+
+
+def test_a_transaction_longer_than_any_invocation_fails_clearly_and_a_run_without_limit_applies_it(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke(p, monkeypatch, RunningDownContext(900))
+    before = p.store.load()
+    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
+    rows = 6 * ROWS_PER_TXN  # one transaction: more than the read budget below can ever hold
+    with p.conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {p.schema}.t SELECT i, i / {ROWS_PER_TXN}, {values} FROM generate_series(0, {rows - 1}) i"
+        )
+    p.conn.commit()
+    apply_margin, read_s = 30, 0.2
+    result = invoke(
+        p,
+        monkeypatch,
+        RunningDownContext(SAFETY_S + apply_margin + read_s),
+        window_apply_margin_s=apply_margin,
+    )
+    assert (result["status"], result["error"]["class"], result["error"]["kind"]) == (
+        "failed",
+        "TransactionTooLarge",
+        "permanent",
+    )
+    assert (
+        "run this window where time is not limited (cdc sync --until-caught-up)" in result["error"]["message"]
+    )
+    assert p.store.load() == before and target_ids(p, "t") == []
+    # the CLI's run has no invocation deadline: it reads the whole transaction and applies it
+    applied = p.engine.run_window()
+    assert (applied.status, applied.transactions, applied.changes) == ("applied", 1, rows)
+    assert wide_target(p) == expected_wide(6)
