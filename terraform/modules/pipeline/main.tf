@@ -78,6 +78,10 @@ locals {
     CDC_CHECKPOINT_TABLE         = var.checkpoint_table_name
     CDC_WINDOW_MAX_CHANGES       = tostring(var.window_max_changes)
     CDC_WINDOW_SAFETY_MARGIN_S   = tostring(var.window_safety_margin_s)
+    CDC_WINDOW_APPLY_MARGIN_S    = tostring(var.window_apply_margin_s)
+    CDC_WINDOW_MERGE_RESERVE_S   = tostring(var.window_merge_reserve_s)
+    CDC_APPLY_PARALLELISM        = tostring(var.apply_parallelism)
+    CDC_RETRY_ATTEMPTS           = tostring(var.retry_attempts)
     CDC_PART_MAX_ROWS            = tostring(var.part_max_rows)
     CDC_LEASE_TTL_S              = tostring(var.lease_ttl_s)
     CDC_DLQ_URL                  = var.dlq_url
@@ -356,8 +360,8 @@ resource "aws_lambda_function" "this" {
       error_message = "lease_ttl_s must exceed timeout_s, or a lease could expire while its window still runs."
     }
     precondition {
-      condition     = var.window_safety_margin_s < var.timeout_s
-      error_message = "window_safety_margin_s must be smaller than timeout_s."
+      condition     = var.window_safety_margin_s + var.window_apply_margin_s < var.timeout_s
+      error_message = "window_safety_margin_s + window_apply_margin_s must be smaller than timeout_s: a window reads only while more time than both is left."
     }
   }
 

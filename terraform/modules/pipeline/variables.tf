@@ -424,6 +424,30 @@ variable "window_safety_margin_s" {
   default     = 30
 }
 
+variable "window_apply_margin_s" {
+  description = "CDC_WINDOW_APPLY_MARGIN_S: Lambda time kept for staging and applying what a window read."
+  type        = number
+  default     = 60
+}
+
+variable "window_merge_reserve_s" {
+  description = "CDC_WINDOW_MERGE_RESERVE_S: the least time left (beyond the safety margin) for a table's COPY + MERGE to start."
+  type        = number
+  default     = 20
+}
+
+variable "apply_parallelism" {
+  description = "CDC_APPLY_PARALLELISM: tables of a window merged at the same time, each on its own Snowflake connection."
+  type        = number
+  default     = 4
+}
+
+variable "retry_attempts" {
+  description = "CDC_RETRY_ATTEMPTS: attempts of a window that fails with a transient error."
+  type        = number
+  default     = 3
+}
+
 variable "part_max_rows" {
   description = "CDC_PART_MAX_ROWS."
   type        = number
