@@ -7,6 +7,7 @@ missing the ``stack`` fixture fails, loudly, with what to install; it never skip
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,3 +62,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, aws_credentials: None) -> It
     settings = load(directory / "cdc.toml", env={})
     yield Stack(dir=directory, env=env, settings=settings)
     devstack.down(directory, purge=True)  # raises (and so errors the session) if anything survives
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI and the Lambda handler configure the root logger: put it back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg2
@@ -11,7 +14,7 @@ from cdc.app import aws_client, build_engine
 from cdc.checkpoint import CheckpointStore
 from cdc.engine import Engine
 from cdc.model import Lsn
-from cdc.settings import Settings
+from cdc.settings import FIELDS, Secret, Settings
 
 
 class Pipeline:
@@ -49,3 +52,35 @@ class Pipeline:
             )
             cur.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
         self.admin.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
+    """The ``CDC_*`` environment variables that make ``settings`` (the Lambda's only input)."""
+    env: dict[str, str] = {}
+    for f in FIELDS:
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, Secret):
+            value = value.reveal()
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f.env] = str(value)
+    env.update({f"CDC_{k.upper()}": v for k, v in changes.items()})
+    return env
+
+
+def load_handler() -> ModuleType:
+    """A fresh copy of lambda/handler.py (a cold start: no Vault client cached)."""
+    spec = importlib.util.spec_from_file_location(
+        f"cdc_lambda_handler_{uuid.uuid4().hex[:6]}", REPO / "lambda" / "handler.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

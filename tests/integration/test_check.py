@@ -3,25 +3,20 @@ devstack, moves no data, and names precisely what is broken (and never a secret)
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import hvac
 import pytest
-from helpers import Pipeline
+from helpers import Pipeline, load_handler, settings_env
 
 from cdc.check import CheckReport, run_checks
 from cdc.cli import main
 from cdc.devstack import base as devstack_base
-from cdc.settings import FIELDS, Secret, Settings
-
-REPO = Path(__file__).resolve().parents[2]
+from cdc.settings import Secret
 
 EVERY_CHECK = [
     "vault.login",
@@ -59,18 +54,6 @@ def p(stack: Any) -> Iterator[Pipeline]:
     pipeline.settings = pipeline.settings.replace(source_tables=(f"{pipeline.schema}.items",))
     yield pipeline
     pipeline.close()
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The handler configures the root logger: put it back as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def statuses(report: CheckReport) -> dict[str, str]:
@@ -228,30 +211,6 @@ def test_a_wrong_vault_token_skips_what_needs_the_secrets(p: Pipeline, capsys: A
 
 
 # --- the Lambda ------------------------------------------------------------------------------------
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for f in FIELDS:
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if isinstance(value, Secret):
-            value = value.reveal()
-        elif isinstance(value, tuple):
-            value = ",".join(value)
-        env[f.env] = str(value)
-    return env
-
-
-def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"cdc_handler_{uuid.uuid4().hex[:6]}", REPO / "lambda" / "handler.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_lambda_check_event_is_the_deployment_smoke_test(p: Pipeline, restore_logging: None) -> None:

@@ -179,7 +179,9 @@ def test_old_holder_cannot_save_after_takeover(store: CheckpointStore) -> None:
     assert store.load() == saved
 
 
-def test_renewing_extends_the_lease_and_fails_once_another_run_took_it_over(endpoint: str, table: str) -> None:
+def test_renewing_extends_the_lease_and_fails_once_another_run_took_it_over(
+    endpoint: str, table: str
+) -> None:
     clock = [time.time()]
     store = CheckpointStore(_client(endpoint), table, f"p-{uuid.uuid4().hex[:10]}", clock=lambda: clock[0])
     lease = store.acquire_lease("run-a", ttl_s=60)

@@ -6,7 +6,6 @@ the dead-letter queue is the stack's ``cdc-dlq`` (messages are told apart by pip
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -19,13 +18,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import hvac
 import psycopg2
 import pytest
-from helpers import Pipeline
+from helpers import Pipeline, load_handler, settings_env
 
 from cdc.alerts import Alerts
 from cdc.app import aws_client, build_engine
@@ -33,7 +31,6 @@ from cdc.cli import main as cli_main
 from cdc.demo import TABLES, compare_table, create_schema, replicate_until_caught_up, run_workload
 from cdc.devstack import base as devstack_base
 from cdc.model import Lsn, WindowResult
-from cdc.settings import FIELDS, Secret, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,48 +78,6 @@ def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         for m in messages:
             bodies.append(json.loads(m["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-
-
-def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
-    """The ``CDC_*`` environment variables that make ``settings`` (the Lambda's only input)."""
-    env: dict[str, str] = {}
-    for f in FIELDS:
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if isinstance(value, Secret):
-            value = value.reveal()
-        elif isinstance(value, tuple):
-            value = ",".join(value)
-        env[f.env] = str(value)
-    env.update({f"CDC_{k.upper()}": v for k, v in changes.items()})
-    return env
-
-
-def load_handler() -> ModuleType:
-    """A fresh copy of lambda/handler.py (a cold start: no Vault client cached)."""
-    spec = importlib.util.spec_from_file_location(
-        f"cdc_lambda_handler_{uuid.uuid4().hex[:6]}", REPO / "lambda" / "handler.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The Lambda handler configures the root logger: put it back as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    for name, lvl in levels.items():
-        logging.getLogger(name).setLevel(lvl)
 
 
 @pytest.fixture

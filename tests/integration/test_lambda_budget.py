@@ -5,25 +5,19 @@ invocation catches up exactly."""
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers import Pipeline
+from helpers import Pipeline, load_handler, settings_env
 
 from cdc.app import build_engine
 from cdc.demo import compare_table
 from cdc.model import Lsn
-from cdc.settings import FIELDS, Secret, Settings
 from cdc.snowflake import sql as sfsql
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("restore_logging")  # the handler configures logging
 SAFETY_S = 1
 # Reading all of it takes longer than the read budget below whatever the reader's speed: the
 # walsender alone decodes changes of WIDE columns at about 50,000/s (measured with
@@ -50,48 +44,6 @@ class RunningDownContext:
         if self.deadline is None:
             self.deadline = time.monotonic() + self.remaining_s
         return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``CDC_*`` variables that make ``settings`` (the Lambda's only input)."""
-    env: dict[str, str] = {}
-    for f in FIELDS:
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if isinstance(value, Secret):
-            value = value.reveal()
-        elif isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f.env] = str(value)
-    return env
-
-
-def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"cdc_lambda_handler_{uuid.uuid4().hex[:6]}", REPO / "lambda" / "handler.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The handler configures the root logger: put it back as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    for name, lvl in levels.items():
-        logging.getLogger(name).setLevel(lvl)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ against the real local stack."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +19,6 @@ from cdc.model import Lsn
 from cdc.prune import prune
 from cdc.snowflake import sql as sfsql
 from cdc.stage import LocalStage, S3Stage
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger: put it back as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture

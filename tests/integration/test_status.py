@@ -4,7 +4,6 @@ the staged manifest, the target tables and the dead-letter queue after a few win
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,18 +19,6 @@ from cdc.model import Lsn
 from cdc.stage import read_manifest, window_prefix
 
 TABLES = ("items", "other", "quiet", "nokey")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger: put it back as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture
