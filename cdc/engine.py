@@ -9,7 +9,6 @@ re-reads from the checkpoint and the MERGE ignores changes the target already ha
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import tempfile
 import time
@@ -18,17 +17,14 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, Protocol
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from cdc import failpoints, snapshot_mode
+from cdc import failpoints, snapshot_mode, window_summary
 from cdc.apply import OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
 from cdc.checkpoint import CheckpointStore, Lease
 from cdc.errors import CdcError, ConfigError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog, redact
-from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, StagedTable, TableSchema, WindowResult
+from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
 from cdc.settings import Settings
 from cdc.snapshot_mode import ProgressHook
@@ -322,7 +318,7 @@ class Engine:
             # tables), so the staged windows chain without gaps for replay
             bytes_staged = self._stage(window_id, checkpoint.lsn, read, Path(spool), prefix)
             failpoints.hit("after_stage")
-            positions = _positions(Path(spool), read, window_id)
+            positions = window_summary.positions(Path(spool), read, window_id)
         # reading may have taken long: make sure no other run took over before anything is applied
         lease = self.store.renew_lease(lease, self.settings.lease_ttl_s)
         for table, reason in read.stopped.items():
@@ -391,7 +387,9 @@ class Engine:
         ]
         done = {s.table.qualified for s in applied}
         positions = {t: p for t, p in positions.items() if t in done}
-        summary = _summary(window_id, checkpoint.lsn, read, applied, positions, new_stops, notes)
+        summary = window_summary.summary(
+            window_id, checkpoint.lsn, read, applied, positions, new_stops, notes
+        )
         summary.update(bytes_staged=bytes_staged, retries=self.last_retries)
         summary.update(duration_s=round(time.monotonic() - started, 3))
         summary.update(started_at=round(time.time() - summary["duration_s"], 3))
@@ -433,7 +431,7 @@ class Engine:
             caught_up=read.caught_up and not any(auto and v.get("resnapshot") for v in new_stops.values()),
             notes=tuple(notes),
             stopped_tables=tuple(sorted(stopped)),
-            lag_s=_commit_lag_s(read.last_commit_ts) if read.staged else None,
+            lag_s=window_summary.commit_lag_s(read.last_commit_ts) if read.staged else None,
         )
 
     def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:
@@ -467,90 +465,3 @@ def _with_failpoint(progress: ProgressHook | None) -> ProgressHook:
             failpoints.hit("snapshot_table_swapped")
 
     return hook
-
-
-def _positions(spool: Path, read: WindowRead, window_id: str) -> dict[str, dict[str, Any]]:
-    """Per staged table, the commit LSN and time of the newest change this window applies to it
-    (rows of a transaction cut off at the window end are not applied), read from its parts."""
-    if read.last_commit_lsn is None:
-        return {}
-    limit = read.last_commit_lsn.value
-    out: dict[str, dict[str, Any]] = {}
-    for staged in read.staged:
-        best, best_ts = -1, None
-        for f in staged.files:
-            try:
-                part = pq.read_table(
-                    spool / staged.stage_dir / f.name, columns=["_CDC_LSN", "_CDC_COMMIT_TS"]
-                )
-            except (OSError, pa.ArrowException) as exc:  # only `cdc status` misses it: never fail the window
-                log.warning("cannot read a part's positions", extra={"part": f.name, "error": str(exc)})
-                continue
-            kept = part.filter(pc.less_equal(part["_CDC_LSN"], limit))
-            top = pc.max(kept["_CDC_LSN"]).as_py() if kept.num_rows else None
-            if top is not None and top > best:
-                newest = kept.filter(pc.equal(kept["_CDC_LSN"], top))
-                best, best_ts = top, pc.max(newest["_CDC_COMMIT_TS"]).as_py()
-        if staged.truncate is not None and best < staged.truncate[0] <= limit:
-            best, best_ts = staged.truncate[0], None
-        if best >= 0:
-            out[staged.table.qualified] = {
-                "lsn": str(Lsn(best)),
-                "commit_ts": best_ts.isoformat() if best_ts is not None else None,
-                "window_id": window_id,
-            }
-    return out
-
-
-def _dt_iso(text: str) -> str | None:
-    """PostgreSQL's ``2026-11-29 07:02:32.502865+00`` as ISO 8601 (None when it is not that form)."""
-    try:
-        return dt.datetime.fromisoformat(text).isoformat()
-    except ValueError:
-        return None
-
-
-def _summary(
-    window_id: str,
-    start: Lsn,
-    read: WindowRead,
-    applied: list[StagedTable],
-    positions: dict[str, dict[str, Any]],
-    new_stops: dict[str, Any],
-    notes: list[str],
-) -> dict[str, Any]:
-    """The window's result as the checkpoint keeps it (``cdc status`` shows it); the caller adds
-    ``duration_s``, ``started_at``, ``bytes_staged`` and ``retries``."""
-    last = str(read.last_commit_lsn) if read.last_commit_lsn is not None else None
-    return {
-        "window_id": window_id,
-        "status": "applied" if read.staged else "empty",
-        "start_lsn": str(start),
-        "end_lsn": str(read.end),
-        "last_commit_lsn": last,
-        "last_commit_ts": (
-            _dt_iso(read.last_commit_ts)
-            if read.last_commit_ts
-            else next((p["commit_ts"] for p in positions.values() if p["lsn"] == last), None)
-        ),
-        "transactions": read.transactions,
-        "changes": read.changes,
-        "stop_reason": read.stop_reason,
-        "caught_up": read.caught_up,
-        "tables": {s.table.qualified: dict(s.ops) for s in applied},
-        "errors": {t: str(v.get("reason", "")) for t, v in new_stops.items()},
-        "notes": [n[:300] for n in notes[:10]],
-    }
-
-
-def _commit_lag_s(commit_ts: str | None) -> float | None:
-    """Seconds from a commit (wal2json's UTC timestamp text) until now; None when unreadable."""
-    if not commit_ts:
-        return None
-    try:
-        committed = dt.datetime.fromisoformat(commit_ts)
-    except ValueError:
-        return None
-    if committed.tzinfo is None:
-        committed = committed.replace(tzinfo=dt.UTC)
-    return max((dt.datetime.now(dt.UTC) - committed).total_seconds(), 0.0)
