@@ -28,7 +28,7 @@ from cdc.model import Lsn
 
 REPO = Path(__file__).resolve().parents[2]
 # the killed run's lease outlives it: short, so the next run need not wait long for it to expire
-KILLED_LEASE_TTL_S = 15
+KILLED_LEASE_TTL_S = 8
 RECOVERY_TIMEOUT_S = 180
 
 # failpoint -> where the killed window leaves checkpoint and slot ("old": as before the window)
