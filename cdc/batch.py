@@ -19,11 +19,11 @@ import logging
 import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from cdc.convert import ValueLookup, fill_from_source
 from cdc.errors import DecodeError, SchemaError, UnknownColumn
-from cdc.model import Change, Column, Lsn, StagedFile, StagedTable, TableSchema
+from cdc.model import Change, Column, FieldLike, Lsn, RowLike, StagedFile, StagedTable, TableSchema
 from cdc.parts import META_COLUMNS, PartJob, file_digest, part_name, part_schema
 from cdc.typemap import column_mapping
 
@@ -39,30 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class FieldLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def value(self) -> Any: ...
-
-
-class RowLike(Protocol):
-    """A row change: ``cdc.source.wal2json.RowChange`` is one, ``Change`` converts to one."""
-
-    @property
-    def op(self) -> str: ...
-    @property
-    def schema(self) -> str: ...
-    @property
-    def table(self) -> str: ...
-    @property
-    def lsn(self) -> object: ...
-    @property
-    def columns(self) -> Sequence[FieldLike] | None: ...
-    @property
-    def identity(self) -> Sequence[FieldLike] | None: ...
 
 
 class _Pair(NamedTuple):
@@ -173,7 +149,7 @@ class _TableBuffer:
 
     def same_attnums(self, fields: Sequence[FieldLike]) -> bool:
         """Whether the fields are the table's columns by attnum (True when the decoder sent none)."""
-        positions = [getattr(f, "position", None) for f in fields]
+        positions = [f.position for f in fields]
         return None in positions or positions == self.attnums
 
     def key_of(self, fields: Sequence[FieldLike]) -> tuple[Any, ...] | None:
@@ -432,17 +408,21 @@ def _values(change: RowLike, what: str, buf: _TableBuffer) -> dict[str, Any]:
             f"table {buf.table.qualified}: {op} at LSN {change.lsn} has no {noun}; the table needs a "
             "primary key (or REPLICA IDENTITY) and the slot the pipeline's wal2json options"
         )
-    if what == "columns" and getattr(fields[0] if fields else None, "position", None) is not None:
+    if what == "columns" and fields and fields[0].position is not None:
         return _values_by_attnum(change, fields, buf)
     values = {f.name: f.value for f in fields}
     if len(values) != len(fields):
         seen: set[str] = set()
         twice = [f.name for f in fields if f.name in seen or seen.add(f.name)]  # type: ignore[func-returns-value]
-        raise DecodeError(
-            f"table {buf.table.qualified}: the change at LSN {change.lsn} lists column {twice[0]!r} "
-            f'twice in "{what}"; check that the slot uses the wal2json plugin with format-version 2'
-        )
+        raise _listed_twice(buf, change, twice[0], what)
     return buf.known(values, buf.aliases)
+
+
+def _listed_twice(buf: _TableBuffer, change: RowLike, name: str, what: str) -> DecodeError:
+    return DecodeError(
+        f"table {buf.table.qualified}: the change at LSN {change.lsn} lists column {name!r} "
+        f'twice in "{what}"; check that the slot uses the wal2json plugin with format-version 2'
+    )
 
 
 def _values_by_attnum(change: RowLike, fields: Sequence[FieldLike], buf: _TableBuffer) -> dict[str, Any]:
@@ -451,7 +431,7 @@ def _values_by_attnum(change: RowLike, fields: Sequence[FieldLike], buf: _TableB
     schema does not have raises ``UnknownColumn`` (the reader decides: added, or dropped)."""
     values: dict[str, Any] = {}
     for f in fields:
-        position = getattr(f, "position", None)
+        position = f.position
         if position is None:
             name: str | None = buf.aliases.get(f.name, f.name)
             if name is not None and name not in buf.index:
@@ -465,10 +445,7 @@ def _values_by_attnum(change: RowLike, fields: Sequence[FieldLike], buf: _TableB
         if name is None:
             continue
         if name in values:
-            raise DecodeError(
-                f"table {buf.table.qualified}: the change at LSN {change.lsn} lists column {name!r} "
-                'twice in "columns"; check that the slot uses the wal2json plugin with format-version 2'
-            )
+            raise _listed_twice(buf, change, name, "columns")
         values[name] = f.value
     return values
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from cdc import failpoints, snapshot_mode, window_summary
-from cdc.apply import OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
+from cdc.apply import ApplySink, OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
 from cdc.checkpoint import CheckpointStore, Lease
 from cdc.errors import CdcError, ConfigError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog, redact
@@ -53,21 +53,12 @@ class Source(Protocol):
     def confirm(self, lsn: Lsn) -> None: ...
 
 
-class Sink(Protocol):
+class Sink(ApplySink, Protocol):
     @property
     def connection(self) -> Any: ...
 
     def ensure_table(self, table: TableSchema) -> Any: ...
     def column_origins(self, table: TableSchema) -> dict[str, int]: ...
-    def apply(
-        self,
-        table: TableSchema,
-        rel_path: str,
-        *,
-        window_id: str,
-        max_lsn: int,
-        truncate: tuple[int, int] | None,
-    ) -> Any: ...
 
 
 class Engine:
@@ -126,11 +117,6 @@ class Engine:
             return None
         lag = wal.value - slot.confirmed_flush.value if slot.confirmed_flush is not None else None
         return SlotHealth(slot.wal_status, slot.retained_bytes, slot.safe_wal_bytes, lag)
-
-    def slot_lag_bytes(self) -> int | None:
-        """WAL the slot still holds (current WAL minus confirmed_flush); None when unknown."""
-        health = self.slot_health()
-        return health.lag_bytes if health else None
 
     def budget_s(self) -> float:
         """Seconds this window may spend reading: the Lambda's remaining time minus the safety

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Op = Literal["I", "U", "D", "T"]
 
@@ -175,6 +176,32 @@ class Change:
 
 
 Message = Begin | Commit | Change
+
+
+class FieldLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def position(self) -> int | None: ...  # the column's attnum, when the decoder sent it
+
+
+class RowLike(Protocol):
+    """A row change: ``cdc.source.wal2json.RowChange`` is one, ``Change`` converts to one."""
+
+    @property
+    def op(self) -> str: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def lsn(self) -> object: ...
+    @property
+    def columns(self) -> Sequence[FieldLike] | None: ...
+    @property
+    def identity(self) -> Sequence[FieldLike] | None: ...
 
 
 @dataclass(frozen=True)
