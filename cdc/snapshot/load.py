@@ -28,7 +28,7 @@ from cdc.model import StagedTable, TableSchema
 from cdc.settings import Settings
 from cdc.snowflake import evolve, sql
 from cdc.snowflake import snapshot_sql as ssql
-from cdc.snowflake.sink import map_error
+from cdc.snowflake.sink import StatementRunner
 
 __all__ = ["LoadResult", "SnapshotLoader"]
 
@@ -81,7 +81,9 @@ class SnapshotLoader:
         self._pipeline = pipeline
         self.swap_strategy = swap_strategy
         self.soft_delete = soft_delete
-        self._schemas: set[str] = set()
+        self._runner = StatementRunner(connection, database, pipeline, _HINTS, action_prefix="snapshot ")
+        self._run = self._runner.run
+        self._ensure_schema = self._runner.ensure_schema
 
     @classmethod
     def from_settings(cls, connection: Any, settings: Settings, swap_strategy: str) -> SnapshotLoader:
@@ -188,22 +190,6 @@ class SnapshotLoader:
         )
         for text in statements:
             self._run(text, "register columns", table.qualified)
-
-    def _ensure_schema(self, schema_name: str, table: str) -> None:
-        if schema_name not in self._schemas:
-            self._run(sql.create_schema_sql(self._database, schema_name), "create schema", table)
-            self._schemas.add(schema_name)
-
-    def _run(self, text: str, statement: str, table: str) -> Any:
-        log.debug("snowflake %s", statement, extra={"pipeline": self._pipeline, "table": table, "sql": text})
-        try:
-            cur = self._conn.cursor()
-            cur.execute(text)
-        except Exception as exc:
-            raise map_error(
-                exc, action=f"snapshot {statement} for table {table}", hint=_HINTS[statement]
-            ) from exc
-        return cur
 
     def _rollback(self, name: str) -> None:
         try:

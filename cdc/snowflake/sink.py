@@ -9,12 +9,10 @@ refused credentials ``AuthError``, rejected SQL ``MergeError`` naming the statem
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import snowflake.connector
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from snowflake.connector import errors as sf_errors
 
 from cdc import failpoints
@@ -22,13 +20,16 @@ from cdc.errors import AuthError, CdcError, MergeError, PermanentError, SinkUnav
 from cdc.model import TableSchema
 from cdc.settings import Secret, Settings
 from cdc.snowflake import evolve, sql
+from cdc.snowflake.connect import (
+    LOGIN_TIMEOUT_S,
+    NETWORK_TIMEOUT_S,
+    connect_args,
+    load_private_key,
+)
 
-__all__ = ["ApplyResult", "ConnectArgs", "SnowflakeSink", "connect_args", "load_private_key", "map_error"]
+__all__ = ["ApplyResult", "SnowflakeSink", "StatementRunner", "map_error"]
 
 log = logging.getLogger(__name__)
-
-LOGIN_TIMEOUT_S = 30
-NETWORK_TIMEOUT_S = 300
 
 # server codes for refused credentials: wrong user or password, locked or disabled user, bad
 # key-pair JWT, expired or invalid OAuth token, client IP not allowed
@@ -112,96 +113,36 @@ def map_error(
     return rejected(f"{where} was rejected: {message}; {hint}")
 
 
-@dataclass(frozen=True)
-class ConnectArgs:
-    """What ``snowflake.connector.connect`` gets. The credential is held apart from the other
-    arguments, so that printing or logging these never shows it; ``kwargs()`` joins them."""
+class StatementRunner:
+    """Where a statement runs: logged at debug level, a connector error turned into the
+    pipeline's error that names the statement, the table and (``hints``) what to check. Schemas
+    are created once per runner."""
 
-    params: dict[str, Any]
-    password: Secret | None = None
-    private_key: bytes | None = field(default=None, repr=False)  # PKCS#8 DER, unencrypted
+    def __init__(
+        self, connection: Any, database: str, pipeline: str, hints: dict[str, str], action_prefix: str = ""
+    ) -> None:
+        self._conn = connection
+        self._database = database
+        self._pipeline = pipeline
+        self._hints = hints
+        self._prefix = action_prefix
+        self._schemas: set[str] = set()
 
-    @property
-    def auth(self) -> str:
-        return "key_pair" if self.private_key is not None else "password"
+    def run(self, text: str, statement: str, table: str) -> Any:
+        log.debug("snowflake %s", statement, extra={"pipeline": self._pipeline, "table": table, "sql": text})
+        try:
+            cur = self._conn.cursor()
+            cur.execute(text)
+        except Exception as exc:
+            raise map_error(
+                exc, action=f"{self._prefix}{statement} for table {table}", hint=self._hints[statement]
+            ) from exc
+        return cur
 
-    def kwargs(self) -> dict[str, Any]:
-        if self.private_key is not None:
-            return {**self.params, "authenticator": "SNOWFLAKE_JWT", "private_key": self.private_key}
-        return {**self.params, "password": self.password.reveal() if self.password else ""}
-
-
-def connect_args(
-    settings: Settings,
-    user: str,
-    *,
-    password: Secret | None = None,
-    private_key: bytes | None = None,
-    login_timeout: int = LOGIN_TIMEOUT_S,
-    network_timeout: int = NETWORK_TIMEOUT_S,
-) -> ConnectArgs:
-    """Connector arguments from the settings: key-pair auth when ``private_key`` (DER, see
-    ``load_private_key``) is given, else the password; the PrivateLink host when one is set."""
-    params: dict[str, Any] = {
-        "account": settings.snowflake_account,
-        "user": user,
-        "database": settings.snowflake_database,
-        "login_timeout": login_timeout,
-        "network_timeout": network_timeout,
-    }
-    if settings.snowflake_host:
-        params.update(
-            host=settings.snowflake_host,
-            port=settings.snowflake_port,
-            protocol=settings.snowflake_protocol,
-        )
-    if settings.snowflake_warehouse:
-        params["warehouse"] = settings.snowflake_warehouse
-    if settings.snowflake_role:
-        params["role"] = settings.snowflake_role
-    if private_key is not None:
-        return ConnectArgs(params, private_key=private_key)
-    return ConnectArgs(params, password=password)
-
-
-def load_private_key(pem: Secret, passphrase: Secret | None = None) -> bytes:
-    """The Snowflake secret's ``private_key`` (PKCS#8 or PKCS#1 PEM, encrypted with
-    ``passphrase`` or not) as the unencrypted PKCS#8 DER bytes the connector signs its JWT with.
-    Errors name the fields, never their values."""
-    text = pem.reveal().strip()
-    if "\\n" in text and "\n" not in text:  # stored with escaped newlines (JSON, one-line CLI)
-        text = text.replace("\\n", "\n")
-    encrypted = "ENCRYPTED" in text.split("\n", 1)[0] or "Proc-Type: 4,ENCRYPTED" in text
-    fix = "store the output of `openssl pkcs8 -topk8 ...` (the whole PEM, BEGIN and END lines included)"
-    if not text.startswith("-----BEGIN") or "PRIVATE KEY-----" not in text:
-        raise AuthError(f"the Snowflake secret's private_key is not a PEM private key; {fix}")
-    if encrypted and not passphrase:
-        raise AuthError(
-            "the Snowflake secret's private_key is encrypted but the secret has no private_key_passphrase; "
-            "add the passphrase to the secret, or store an unencrypted key"
-        )
-    try:
-        key = serialization.load_pem_private_key(
-            text.encode(), password=passphrase.reveal().encode() if passphrase and encrypted else None
-        )
-    except (ValueError, TypeError) as exc:
-        if encrypted:
-            raise AuthError(
-                "the Snowflake secret's private_key could not be decrypted with its private_key_passphrase "
-                f"({type(exc).__name__}); check that the passphrase belongs to this key"
-            ) from None
-        raise AuthError(
-            f"the Snowflake secret's private_key could not be read ({type(exc).__name__}: damaged or "
-            f"not a private key); {fix}"
-        ) from None
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise AuthError(
-            f"the Snowflake secret's private_key is a {type(key).__name__.lstrip('_')}; Snowflake key-pair "
-            "authentication needs an RSA (2048 bits or more) or EC key"
-        )
-    return key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    def ensure_schema(self, schema_name: str, table: str) -> None:
+        if schema_name not in self._schemas:
+            self.run(sql.create_schema_sql(self._database, schema_name), "create schema", table)
+            self._schemas.add(schema_name)
 
 
 def _message(exc: BaseException, secret: str | None) -> str:
@@ -230,7 +171,9 @@ class SnowflakeSink:
         self._stage = sql.stage_ref(stage)
         self._load_schema = load_schema
         self._pipeline = pipeline
-        self._schemas: set[str] = set()
+        self._runner = StatementRunner(connection, database, pipeline, _HINTS)
+        self._run = self._runner.run
+        self._ensure_schema = self._runner.ensure_schema
         self._tables: dict[tuple[str, str], TableSchema] = {}
         self._registry_ready = False
 
@@ -292,7 +235,8 @@ class SnowflakeSink:
         if self._tables.get(table.ident) == table:
             return evolve.Evolution()
         self._ensure_schema(table.schema, table.qualified)
-        existing = self.describe(table)
+        raw = self._registry_raw(table)  # read once: the evolution below never changes its history
+        existing = self.describe(table, raw)
         target_fq = sql.target_table(self._database, table)
         if not existing:
             self._run(
@@ -305,7 +249,6 @@ class SnowflakeSink:
             has_rows = bool(
                 self._run(f"SELECT 1 FROM {target_fq} LIMIT 1", "fetch", table.qualified).fetchall()
             )
-            raw = self._registry_raw(table)
             evolution = evolve.plan(
                 self._database,
                 table,
@@ -321,22 +264,20 @@ class SnowflakeSink:
             for what, text in evolution.statements:
                 self._run(text, what, table.qualified)
                 failpoints.hit(f"after_{what.replace(' ', '_')}")
-        entries = evolve.registry_entries(table, existing, self._registry_rows(table), evolution.set_aside)
+        entries = evolve.registry_entries(table, existing, evolve.decode_history(raw), evolution.set_aside)
         self._write_registry(table, entries)
         for note in evolution.notes:
             log.info(note, extra={"pipeline": self._pipeline, "table": table.qualified})
         self._tables[table.ident] = table
         return evolution
 
-    def describe(self, table: TableSchema) -> list[evolve.TargetColumn]:
+    def describe(
+        self, table: TableSchema, registry: list[tuple[int, str, str]] | None = None
+    ) -> list[evolve.TargetColumn]:
         """The target table's columns (empty when the table does not exist), with the attnum and
-        PostgreSQL name the column registry knows for them."""
-        self._ensure_registry(table)
-        rows = self._run(
-            evolve.registry_read_sql(self._database, self._load_schema, table),
-            "register columns",
-            table.qualified,
-        ).fetchall()
+        PostgreSQL name the column registry (``registry``: its rows, read here when not given)
+        knows for them."""
+        rows = self._registry_raw(table) if registry is None else registry
         origins = evolve.decode_registry(rows)
         cur = self._run(evolve.describe_sql(self._database, table), "describe", table.qualified)
         return [
@@ -451,20 +392,6 @@ class SnowflakeSink:
                 _message(exc, None),
                 extra={"pipeline": self._pipeline},
             )
-
-    def _ensure_schema(self, schema_name: str, table: str) -> None:
-        if schema_name not in self._schemas:
-            self._run(sql.create_schema_sql(self._database, schema_name), "create schema", table)
-            self._schemas.add(schema_name)
-
-    def _run(self, text: str, statement: str, table: str) -> Any:
-        log.debug("snowflake %s", statement, extra={"pipeline": self._pipeline, "table": table, "sql": text})
-        try:
-            cur = self._conn.cursor()
-            cur.execute(text)
-        except Exception as exc:
-            raise map_error(exc, action=f"{statement} for table {table}", hint=_HINTS[statement]) from exc
-        return cur
 
     def _drop(self, load_fq: str, fields: dict[str, str]) -> None:
         try:

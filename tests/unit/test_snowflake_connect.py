@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cdc import settings as cdc_settings
 from cdc.errors import AuthError
 from cdc.settings import Secret, Settings
-from cdc.snowflake.sink import ConnectArgs, SnowflakeSink, connect_args, load_private_key
+from cdc.snowflake.connect import ConnectArgs, connect_args, load_private_key
+from cdc.snowflake.sink import SnowflakeSink
 
 PASSWORD = "pw-Zq81!x"
 PASSPHRASE = "correct horse 9127"
