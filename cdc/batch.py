@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 from cdc.convert import ValueLookup, fill_from_source
 from cdc.errors import DecodeError, SchemaError, UnknownColumn
 from cdc.model import Change, Column, FieldLike, Lsn, RowLike, StagedFile, StagedTable, TableSchema
-from cdc.parts import META_COLUMNS, PartJob, file_digest, part_name, part_schema
+from cdc.part_writer import PartWriter
+from cdc.parts import META_COLUMNS, file_digest, part_name, part_schema, write_part
 from cdc.typemap import column_mapping
 
 __all__ = [
@@ -107,8 +108,6 @@ class _TableBuffer:
         self.attnums = [col.attnum for col in table.columns]
         self.by_attnum = {col.attnum: col.name for col in table.columns}
         self.attnum_aliases: dict[int, str | None] = {}
-        # with no attnum ever dropped, equal names in equal number mean equal attnums
-        self.gapped = self.attnums != list(range(1, len(self.attnums) + 1))
         self.waiting: list[Any] = []
         self.pending = 0  # rows in ``waiting``
         # key now -> (key before its first move in this window, seq of that move)
@@ -137,20 +136,18 @@ class _TableBuffer:
     def in_order(self, fields: Sequence[FieldLike] | None) -> list[Any] | None:
         """The values of a complete row listed in column order (what wal2json sends for every
         insert, and for an update that changed no TOASTed value); None for anything else."""
-        if (
-            fields is None
-            or len(fields) != len(self.names)
-            or self.aliases
-            or list(map(_NAME, fields)) != self.names
-            or (self.gapped and not self.same_attnums(fields))
-        ):
-            return None
-        return list(map(_VALUE, fields))
+        return list(map(_VALUE, fields)) if fields and self.complete(fields) else None
 
-    def same_attnums(self, fields: Sequence[FieldLike]) -> bool:
-        """Whether the fields are the table's columns by attnum (True when the decoder sent none)."""
-        positions = [f.position for f in fields]
-        return None in positions or positions == self.attnums
+    def complete(self, fields: Sequence[FieldLike]) -> bool:
+        """Whether the fields are the table's columns in order: by attnum when the decoder sent
+        positions (a column's name may have changed meanwhile, its attnum never), else by name."""
+        if fields[0].position is not None:
+            return list(map(_POSITION, fields)) == self.attnums
+        return (
+            len(fields) == len(self.names)
+            and not self.aliases
+            and list(map(_NAME, fields)) == self.names
+        )
 
     def key_of(self, fields: Sequence[FieldLike]) -> tuple[Any, ...] | None:
         """The key of an identity that lists exactly the key columns, in key order; else None."""
@@ -192,8 +189,9 @@ class WindowWriter:
     """Collects one window's changes and writes them as Parquet parts under ``spool_dir``.
 
     A table's rows leave the buffer as soon as ``part_max_rows`` are waiting. With ``background``
-    the part is converted and written on a background thread while changes go on being added (at
-    most one part at a time); an error of that part surfaces at the next flush or at ``close``.
+    the part is converted and written on a background thread while changes go on being added
+    (``cdc.part_writer``: one part at a time, the reader waits only when two more are waiting); an
+    error of a part surfaces at a later flush or at ``close``.
     """
 
     def __init__(
@@ -214,8 +212,7 @@ class WindowWriter:
         self._seq = 0
         self._rows = 0
         self._bytes = 0
-        self._background = background
-        self._job: PartJob | None = None
+        self._writer = PartWriter() if background else None
         self._result: list[StagedTable] | None = None
 
     @property
@@ -239,20 +236,14 @@ class WindowWriter:
         if op == "I":
             # the common case inline: every column, in table order (see _TableBuffer.in_order)
             fields = row.columns
-            if (
-                fields is not None
-                and len(fields) == len(buf.names)
-                and not buf.aliases
-                and list(map(_NAME, fields)) == buf.names
-                and (not buf.gapped or buf.same_attnums(fields))
-            ):
-                values = list(map(_VALUE, fields))
-            else:
-                values = _insert_values(buf, row)
-            if buf.moved:
-                buf.moved.pop(tuple(values[i] for i in buf.key_index), None)
             waiting = buf.waiting
-            waiting += values
+            if fields and buf.complete(fields):
+                waiting += map(_VALUE, fields)
+            else:
+                waiting += _insert_values(buf, row)
+            if buf.moved:
+                base = len(waiting) - len(buf.names)
+                buf.moved.pop(tuple(waiting[base + i] for i in buf.key_index), None)
             waiting += (lsn, self._seq, "I", commit_ts, None, False, None)
             waiting += buf.no_origin
             buf.pending += 1
@@ -330,7 +321,8 @@ class WindowWriter:
         if self._result is None:
             for buf in self._tables.values():
                 self._flush(buf)
-            self._finish()
+            if self._writer is not None:
+                self._writer.close()
             self._result = [buf.staged() for buf in self._tables.values()]
         return list(self._result)
 
@@ -375,27 +367,29 @@ class WindowWriter:
             self._flush(buf)
 
     def _flush(self, buf: _TableBuffer) -> None:
-        """Hand the buffer's rows to the part writer (after the part before it is done)."""
+        """Hand the buffer's rows to the part writer (or write them now, without background)."""
         if not buf.pending:
             return
         columns = buf.take(self._resolver)
-        self._finish()
         path = buf.dir / part_name(buf.parts)
         buf.parts += 1
-        self._job = PartJob(buf.table, buf.mappings, buf.schema, columns, path, buf)
-        if not self._background:
-            self._finish()
+        table, mappings, schema = buf.table, buf.mappings, buf.schema
 
-    def _finish(self) -> None:
-        """Wait for the part being written; record it (or raise what went wrong)."""
-        job, self._job = self._job, None
-        if job is not None:
-            staged = job.wait()
-            job.owner.files.append(staged)
+        def write() -> StagedFile:
+            return write_part(table, mappings, schema, columns, path)
+
+        def done(staged: StagedFile) -> None:
+            buf.files.append(staged)
             self._bytes += staged.bytes
+
+        if self._writer is None:
+            done(write())
+        else:
+            self._writer.put(write, done)
 
 
 _NAME = operator.attrgetter("name")
+_POSITION = operator.attrgetter("position")
 _VALUE = operator.attrgetter("value")
 
 

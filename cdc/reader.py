@@ -9,6 +9,7 @@ being read ends the window just before it (the next window starts with the new s
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class WindowReader:
         self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
         # tables re-snapshotted at S: their changes committed before S are in the copy already
         self.snapshot_lsns = dict(snapshot_lsns or {})
+        self._direct: set[tuple[str, str]] = set()  # see read()
 
     def read(self, start: Lsn, spool: Path, bounds: ReadBounds) -> WindowRead:
         position = StreamPosition(server_lsn=start)
@@ -90,43 +92,53 @@ class WindowReader:
             background=True,  # a full part is written while the stream goes on
         )
         txn: Begin | None = None
+        commit_lsn = Lsn(0)
+        commit_ts = ""
         in_txn_changes = 0
+        # tables whose changes go to the writer as they are: replicated, no partition of another,
+        # not skipped or stopped, no snapshot to filter against (the rest take ``_route``)
+        direct = {
+            ident
+            for ident in self.tables
+            if ident not in self.skip and f"{ident[0]}.{ident[1]}" not in self.snapshot_lsns
+        }
+        self._direct = direct
+        add = writer.add
         stream = self.source.stream_rows(start, bounds.until, bounds.deadline, position)
+        gc_was_enabled = gc.isenabled()
+        # the stream allocates millions of short-lived objects and no cycles: collections would
+        # only walk the rows waiting in the buffers again and again
+        gc.disable()
         try:
             for message, _size in stream:
                 if isinstance(message, RowChange):
                     if txn is None:
                         raise SourceError("decoder sent a change outside a transaction")
-                    change = self._route(message, read)
-                    if change is None:
-                        continue
-                    if self.snapshot_lsns:
+                    change = message
+                    if (message.schema, message.table) not in direct:
+                        routed = self._route(message, read)
+                        if routed is None:
+                            continue
+                        change = routed
                         copied_at = self.snapshot_lsns.get(f"{change.schema}.{change.table}")
                         if copied_at is not None and txn.commit_lsn < copied_at:
                             continue
                     try:
-                        writer.add(change, txn.commit_lsn, txn.commit_ts)
+                        add(change, commit_lsn, commit_ts)
                     except SchemaError:  # a column it does not know, or a table it cannot stage
                         if not self._add(writer, change, txn, read):
                             read.stop_reason = "schema_change"
                             break
                     in_txn_changes += 1
-                    if in_txn_changes % DEADLINE_CHECK_EVERY == 0 and time.monotonic() >= bounds.deadline:
-                        if read.transactions:
-                            # end at the last commit: this transaction's rows wait in the parts
-                            # past max_lsn (the MERGE leaves them out) and the next window reads it
-                            read.stop_reason = "time_budget"
-                            break
-                        if bounds.hard_deadline:
-                            raise TransactionTooLarge(
-                                f"the transaction committing at {txn.commit_lsn} has more changes than "
-                                f"this invocation can read in its time budget ({in_txn_changes:,} read so "
-                                "far): a window never splits a transaction, so run this window where "
-                                "time is not limited (cdc sync --until-caught-up), or raise the Lambda "
-                                "timeout"
-                            )
+                    if (
+                        in_txn_changes % DEADLINE_CHECK_EVERY == 0
+                        and time.monotonic() >= bounds.deadline
+                        and self._out_of_time(read, bounds, txn, in_txn_changes)
+                    ):
+                        break
                 elif isinstance(message, Begin):
                     txn, in_txn_changes = message, 0
+                    commit_lsn, commit_ts = message.commit_lsn, message.commit_ts
                 elif isinstance(message, Commit):
                     txn = None
                     read.transactions += 1
@@ -152,6 +164,8 @@ class WindowReader:
                     read.stop_reason = "time_budget"
         finally:
             stream.close()
+            if gc_was_enabled:
+                gc.enable()
         if read.skipped_tables:
             log.debug(
                 "changes of tables outside the replicated set skipped",
@@ -166,6 +180,24 @@ class WindowReader:
             else []
         )
         return read
+
+    @staticmethod
+    def _out_of_time(read: WindowRead, bounds: ReadBounds, txn: Begin, in_txn_changes: int) -> bool:
+        """True when the window ends at its last commit because its time is up (the open
+        transaction's rows wait in the parts past max_lsn: the MERGE leaves them out and the next
+        window reads it); a transaction that alone outlasts an invocation's budget raises."""
+        if read.transactions:
+            read.stop_reason = "time_budget"
+            return True
+        if bounds.hard_deadline:
+            raise TransactionTooLarge(
+                f"the transaction committing at {txn.commit_lsn} has more changes than "
+                f"this invocation can read in its time budget ({in_txn_changes:,} read so "
+                "far): a window never splits a transaction, so run this window where "
+                "time is not limited (cdc sync --until-caught-up), or raise the Lambda "
+                "timeout"
+            )
+        return False
 
     def _route(self, change: RowChange, read: WindowRead) -> RowChange | None:
         """The change as it counts for a replicated table, or None when no replicated table has it."""
@@ -265,4 +297,5 @@ class WindowReader:
 
     def _stop(self, table: TableSchema, reason: str, read: WindowRead) -> None:
         read.stopped[table.qualified] = reason
+        self._direct.discard(table.ident)
         log.error("table stopped", extra={"table": table.qualified, "reason": reason})
