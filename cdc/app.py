@@ -69,6 +69,7 @@ def build_source(settings: Settings, secrets: VaultSecrets) -> PostgresSource:
         settings.source_slot,
         settings.source_tables,
         parse_keys(settings.source_keys),
+        settings.receive_process_min_bytes,
     )
 
 

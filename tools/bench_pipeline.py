@@ -119,7 +119,9 @@ def _child_main(raw: str) -> None:
     params = psycopg2.extensions.parse_dsn(args["dsn"])
     from bench_workload import TABLES
 
-    source = PostgresSource(params, args["slot"], TABLES)
+    source = PostgresSource(
+        params, args["slot"], TABLES, receive_process_min_bytes=defaults["receive_process_min_bytes"]
+    )
     stage = LocalStage(Path(args["stage_dir"]))
     end = Lsn.parse(args["end"])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

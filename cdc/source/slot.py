@@ -19,6 +19,7 @@ from cdc.errors import AuthError, SourceError, SourceUnavailable
 from cdc.model import Begin, Commit, Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
 from cdc.source.lookup import current_text
+from cdc.source.receiver import MESSAGES, POSITION, Receiver
 from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,15 @@ class PostgresSource:
         slot: str,
         tables: tuple[str, ...] = (),
         keys: dict[tuple[str, str], tuple[str, ...]] | None = None,
+        receive_process_min_bytes: int = -1,
     ) -> None:
         self._params = dict(conn_params)
         self.conn_params = self._params
         self.slot = slot
         self.tables = tables
         self.keys = dict(keys or {})
+        # a window with at least this much WAL to read receives it in a child process (-1: never)
+        self.receive_process_min_bytes = receive_process_min_bytes
         self._conn: Any = None
 
     # -- plain SQL connection -------------------------------------------------------------
@@ -207,7 +211,7 @@ class PostgresSource:
         return info
 
     # -- replication connection ------------------------------------------------------------
-    def _replication(self) -> Any:
+    def replication_connection(self) -> Any:
         try:
             return psycopg2.connect(
                 **self._params,
@@ -217,7 +221,7 @@ class PostgresSource:
         except psycopg2.Error as exc:
             raise classify_error(exc, "opening the replication connection") from exc
 
-    def _start(self, conn: Any, start: Lsn) -> Any:
+    def start_replication(self, conn: Any, start: Lsn) -> Any:
         """START_REPLICATION, waiting briefly while a previous walsender still holds the slot."""
         deadline = time.monotonic() + 10
         while True:
@@ -259,11 +263,23 @@ class PostgresSource:
         The walsender sends one message per change and flushes each: a reader that woke for each
         would double the walsender's work. So once the socket runs dry while data is flowing, the
         reader sleeps ``BATCH_WAIT_S`` and then takes what arrived meanwhile in one go.
+
+        With a backlog of at least ``receive_process_min_bytes`` (WAL from ``start`` to ``until``),
+        a child process receives the messages (``cdc.source.receiver``) and this process parses
+        them, so both run at once on different cores; what is yielded is the same.
         """
-        conn = self._replication()
+        threshold = self.receive_process_min_bytes
+        if threshold >= 0 and until.value - start.value >= threshold:
+            return self._stream_received(start, until, deadline, position)
+        return self._stream_in_line(start, until, deadline, position)
+
+    def _stream_in_line(
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+    ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
+        conn = self.replication_connection()
         server = position.server_lsn.value
         try:
-            cur = self._start(conn, start)
+            cur = self.start_replication(conn, start)
             in_txn = False
             flowing = False
             last_keepalive = time.monotonic()
@@ -309,11 +325,57 @@ class PostgresSource:
                 position.server_lsn = Lsn(server)
             conn.close()
 
+    def _stream_received(
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+    ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
+        """``stream_rows`` with the messages received by a child process (same ending rules)."""
+        try:
+            receiver = Receiver(self._params, self.slot, start.value)
+        except OSError as exc:
+            raise SourceUnavailable(
+                f"could not start the process that receives slot {self.slot}: {exc}"
+            ) from exc
+        log.debug(
+            "receiving the slot in a child process",
+            extra={"slot": self.slot, "backlog_bytes": until.value - start.value},
+        )
+        server = position.server_lsn.value
+        in_txn = False
+        try:
+            for kind, lsn, data in receiver.frames(IDLE_POLL_S):
+                if kind != POSITION:
+                    for payload in data.split(b"\n") if kind == MESSAGES else (data,):
+                        parsed = parse_row(payload)
+                        if parsed is None:
+                            continue
+                        cls = parsed.__class__
+                        if cls is Begin:
+                            in_txn = True
+                        elif cls is Commit:
+                            in_txn = False
+                            position.server_lsn = Lsn(server)
+                        yield parsed, len(payload)
+                    if lsn > server:
+                        server = lsn  # after the frame: a commit above never claims what follows it
+                    continue
+                if lsn > server:
+                    server = lsn
+                position.server_lsn = Lsn(server)
+                if not in_txn and server >= until.value:
+                    position.caught_up = True
+                    return
+                if time.monotonic() >= deadline:
+                    return
+        finally:
+            if server > position.server_lsn.value:
+                position.server_lsn = Lsn(server)
+            receiver.close()
+
     def confirm(self, lsn: Lsn) -> None:
         """Tell the slot that everything before ``lsn`` is applied, so its WAL can be recycled."""
-        conn = self._replication()
+        conn = self.replication_connection()
         try:
-            cur = self._start(conn, lsn)
+            cur = self.start_replication(conn, lsn)
             cur.send_feedback(
                 write_lsn=lsn.value, flush_lsn=lsn.value, apply_lsn=lsn.value, reply=True, force=True
             )

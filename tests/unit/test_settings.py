@@ -195,6 +195,7 @@ def test_every_problem_is_listed_at_once() -> None:
         ({"stage_url": "s3:///prefix"}, "names no bucket"),
         ({"stage_url": "file:relative/dir"}, "must be an absolute path"),
         ({"source_port": -1}, "source_port (CDC_SOURCE_PORT): must not be negative"),
+        ({"receive_process_min_bytes": -2}, "(CDC_RECEIVE_PROCESS_MIN_BYTES): must not be negative, got -2"),
         ({"source_port": True}, "expected a whole number"),
         ({"lease_ttl_s": 0}, "lease_ttl_s (CDC_LEASE_TTL_S) must be greater than 0"),
         ({"vault_token": ""}, "vault_token (CDC_VAULT_TOKEN) is required when vault_auth_method is token"),
@@ -205,6 +206,13 @@ def test_every_problem_is_listed_at_once() -> None:
 def test_each_invalid_value_is_named_with_its_variable(overrides: dict[str, Any], problem: str) -> None:
     problems = _problems(config_file=None, env=REQUIRED_ENV, overrides=overrides)
     assert any(problem in p for p in problems), problems
+
+
+def test_receiving_in_a_child_process_can_be_always_never_or_from_a_backlog() -> None:
+    assert load(None, env=REQUIRED_ENV).receive_process_min_bytes == 16 * 1024 * 1024
+    for text, value in (("-1", -1), ("0", 0), ("1048576", 1 << 20)):
+        env = {**REQUIRED_ENV, "CDC_RECEIVE_PROCESS_MIN_BYTES": text}
+        assert load(None, env=env).receive_process_min_bytes == value
 
 
 def test_unknown_toml_key_is_reported_flat_or_in_a_section(tmp_path: Path) -> None:
