@@ -143,11 +143,7 @@ class _TableBuffer:
         positions (a column's name may have changed meanwhile, its attnum never), else by name."""
         if fields[0].position is not None:
             return list(map(_POSITION, fields)) == self.attnums
-        return (
-            len(fields) == len(self.names)
-            and not self.aliases
-            and list(map(_NAME, fields)) == self.names
-        )
+        return len(fields) == len(self.names) and not self.aliases and list(map(_NAME, fields)) == self.names
 
     def key_of(self, fields: Sequence[FieldLike]) -> tuple[Any, ...] | None:
         """The key of an identity that lists exactly the key columns, in key order; else None."""

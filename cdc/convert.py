@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from itertools import compress, count, repeat
@@ -38,17 +39,17 @@ import pyarrow.compute as pc
 
 from cdc.errors import DecodeError
 from cdc.model import Column, TableSchema
+from cdc.pgarray import _NOT_TEXT_ELEMENTS, parse_money, parse_pg_array, pg_array_json
 from cdc.pgarray import INT_TEXT as _INT
-from cdc.pgarray import parse_money, parse_pg_array, pg_array_json
 from cdc.typemap import NUMBER_KINDS, TypeMapping
 
 __all__ = [
     "COMMIT_TS_TYPE",
     "SPECIAL_NUMBERS",
     "ValueLookup",
-    "commit_timestamps",
     "convert_column",
     "fill_from_source",
+    "joined_texts",
     "parse_money",
     "parse_pg_array",
     "pg_array_json",
@@ -232,6 +233,8 @@ def convert_column(
     The whole column goes through one vectorised step where it can (``_whole_column``); otherwise,
     and for any column that step refuses, each value is checked and prepared on its own, so a
     value that does not fit is reported by name."""
+    if values and values[0] is None and values.count(None) == len(values):  # e.g. a key's origin
+        return pa.nulls(len(values), mapping.arrow)
     whole = _whole_column(mapping, values)
     if whole is not None:
         return whole
@@ -279,16 +282,17 @@ def _each_value(table: TableSchema, column: Column, mapping: TypeMapping, values
 
 # --- whole columns -----------------------------------------------------------------------------
 
-_SPECIALS = "|NaN|Infinity|-Infinity"
 # RE2 (Arrow) forms of the patterns above, anchored. RE2's \d is ASCII only, so each accepts no
-# more than the per-value check; interval's pattern needs lookahead, which RE2 lacks.
+# more than the per-value check; interval's pattern needs lookahead, which RE2 lacks. Floats are
+# checked by their cast instead (``_floats``).
 _WHOLE_PATTERNS: dict[str, str] = {
     "uuid": _UUID.pattern,
-    "numeric": _NUMERIC.pattern + _SPECIALS,
-    "float4": _FLOAT.pattern + _SPECIALS,
-    "float8": _FLOAT.pattern + _SPECIALS,
+    "numeric": _NUMERIC.pattern + "|NaN|Infinity|-Infinity",
     **{kind: pattern.pattern for kind, (pattern, _) in _TEMPORAL.items() if kind != "interval"},
 }
+_NOT_SIMPLE_ARRAY = (
+    r'"\\{}\x00-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}'
+)
 _TEXT_KINDS = frozenset({"string", "text", "json"})
 _NUMBER_TEXT_KINDS = frozenset({"numeric", "float4", "float8", "decimal"})
 
@@ -305,11 +309,14 @@ def _whole_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | Non
         if kind == "array":
             return _array_column(mapping, values)
         if kind in _NUMBER_TEXT_KINDS:
-            # JSON integers as their text (bool is not int here: it stays and is refused)
-            values = [str(v) if v.__class__ is int else v for v in values]
-        if kind not in _TEXT_KINDS and kind not in _WHOLE_PATTERNS and kind not in ("int", "bool", "decimal"):
+            array = _number_texts(values)
+        elif kind in ("int", "bool"):
+            array = pa.array(values)
+        elif kind in _TEXT_KINDS or kind in _WHOLE_PATTERNS:
+            joined = joined_texts(values)
+            array = pa.array(values) if joined is None else joined
+        else:
             return None
-        array = pa.array(values)
         if array.type == pa.null():
             return pa.nulls(len(array), mapping.arrow)
         if kind == "int":
@@ -318,6 +325,8 @@ def _whole_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | Non
             return array if array.type == pa.bool_() else None
         if array.type != pa.string():
             return None
+        if kind in ("float4", "float8"):
+            return _floats(array)
         pattern = _WHOLE_PATTERNS.get(kind)
         if pattern is not None and not pc.all(pc.match_substring_regex(array, f"^(?:{pattern})$")).as_py():
             return None
@@ -326,31 +335,94 @@ def _whole_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | Non
         return None
 
 
-def _array_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | None:
-    assert mapping.element is not None
-    done: dict[str, str] = {}
-    out: list[str | None] = []
-    for value in values:
-        if value is None:
-            out.append(None)
-        elif value.__class__ is str:
-            rendered = done.get(value)
-            if rendered is None:
-                rendered = done[value] = pg_array_json(value, mapping.element, mapping.delimiter)
-            out.append(rendered)
-        else:
-            return None
-    return pa.array(out, pa.string())
-
-
-def commit_timestamps(table: TableSchema, stamps: list[str]) -> pa.Array:
+def joined_texts(values: Sequence[Any]) -> pa.Array | None:
+    """A list of str as a string array, copied by one ``str.join`` and split by Arrow, which holds
+    the GIL far shorter than ``pa.array`` (value by value). None for any other list (a None, a
+    number) and for texts that hold a line break."""
     try:
-        return pa.array(stamps, pa.string()).cast(COMMIT_TS_TYPE)
-    except _CONVERT_ERRORS as exc:
-        raise DecodeError(
-            f"table {table.qualified}: a commit timestamp is not in PostgreSQL's form "
-            f"'2026-11-29 07:02:32.502865+00' ({exc}); first one: {_shown(stamps[0])}"
-        ) from exc
+        data = "\n".join(values).encode()
+        offsets = pa.py_buffer(struct.pack("=2i", 0, len(data)))  # struct.error from 2 GiB on
+    except (TypeError, UnicodeEncodeError, struct.error):
+        return None
+    one = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])
+    texts = pc.split_pattern(one, "\n").values
+    return texts if len(texts) == len(values) else None
+
+
+def _number_texts(values: Sequence[Any]) -> pa.Array:
+    """Numbers as one Arrow array: texts as they are, JSON integers as their decimal text (Arrow's
+    int64 -> string cast writes what ``str()`` writes); a bool or float keeps its type (refused)."""
+    joined = joined_texts(values)
+    if joined is not None:
+        return joined
+    try:
+        array = pa.array(values)
+    except _CONVERT_ERRORS:  # texts mixed with JSON integers, or an integer beyond int64
+        return pa.array([str(v) if v.__class__ is int else v for v in values])
+    return array.cast(pa.string()) if array.type == pa.int64() else array
+
+
+def _floats(texts: pa.Array) -> pa.Array | None:
+    """Float texts cast by Arrow, or None unless each is one the per-value check accepts. The cast
+    reads the form of ``_FLOAT`` and refuses other text, but also takes a leading "+" and inf/nan
+    spelt other ways (``inf``, ``-nan``): a "+" in front is refused, and a text that does not give a
+    finite double must be NaN, Infinity, -Infinity or a number beyond the range (``1e400``)."""
+    if pc.any(pc.starts_with(texts, "+")).as_py():
+        return None
+    doubles = texts.cast(pa.float64())
+    other = pc.invert(pc.is_finite(doubles))
+    if pc.any(other).as_py():
+        for text in texts.filter(other).to_pylist():
+            if text not in SPECIAL_NUMBERS and not _FLOAT.fullmatch(text):
+                return None
+    return doubles
+
+
+def _simple_array_pattern(delimiter: str) -> str:
+    """RE2: a one-dimensional array of unquoted elements that each hold more than spaces
+    (``{a, b ,NULL}``): arrays ``_simple_text_array`` builds, trimming nothing but spaces. Quotes,
+    escapes, nesting, controls and the spaces besides " " that str.strip() strips are left to it."""
+    d = re.escape(delimiter)
+    char = f"[^{d}{_NOT_SIMPLE_ARRAY}]"
+    element = f"{char}*[^ {d}{_NOT_SIMPLE_ARRAY}]{char}*"
+    return rf"^\{{(?:{element}(?:{d}{element})*)?\}}$"
+
+
+def _array_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | None:
+    """Arrays as JSON text, each distinct text converted once: simple arrays of text-like elements
+    by Arrow (what ``_simple_text_array`` gives), any other array by ``pg_array_json``."""
+    element = mapping.element
+    assert element is not None
+    array = pa.array(values)
+    if array.type == pa.null():
+        return pa.nulls(len(array), pa.string())
+    if array.type != pa.string():
+        return None
+    codes = pc.dictionary_encode(array)
+    texts = codes.dictionary
+    if element.kind in _NOT_TEXT_ELEMENTS:
+        others = pa.repeat(True, len(texts))
+        rendered = pa.nulls(len(texts), pa.string())
+    else:
+        others = pc.invert(pc.match_substring_regex(texts, _simple_array_pattern(mapping.delimiter)))
+        rendered = _simple_arrays(texts, mapping.delimiter)
+    if pc.any(others).as_py():
+        parsed = [pg_array_json(t, element, mapping.delimiter) for t in texts.filter(others).to_pylist()]
+        rendered = pc.replace_with_mask(rendered, others, pa.array(parsed, pa.string()))
+    return rendered.take(codes.indices)
+
+
+def _simple_arrays(texts: pa.Array, delimiter: str) -> pa.Array:
+    """``{a, b ,NULL}`` -> ``["a","b",null]`` in Arrow for texts that match
+    ``_simple_array_pattern``; what it gives for any other text is meaningless."""
+    inner = pc.utf8_slice_codeunits(texts, 1, -1)
+    lists = pc.split_pattern(inner, delimiter)
+    items = pc.utf8_trim(lists.values, " ")
+    # NULL in any case (no other character's upper() is N, U or L) -> a NUL, which no simple array holds
+    items = pc.if_else(pc.equal(pc.ascii_lower(items), "null"), "\x00", items)
+    joined = pc.binary_join(pa.ListArray.from_arrays(lists.offsets, items), '","')
+    quoted = pc.replace_substring(pc.binary_join_element_wise('["', joined, '"]', ""), '"\x00"', "null")
+    return pc.if_else(pc.equal(inner, ""), "[]", quoted)
 
 
 # --- NaN and +/-Infinity that wal2json sent as null ----------------------------------------------

@@ -10,9 +10,10 @@ import struct
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from cdc.convert import _each_value, _whole_column, convert_column
+from cdc.convert import _each_value, _simple_array_pattern, _whole_column, convert_column, joined_texts
 from cdc.errors import DecodeError
 from cdc.model import Column, TableSchema
 from cdc.pgarray import _simple_text_array, parse_pg_array, pg_array_json
@@ -56,6 +57,21 @@ CASES: list[tuple[str, list[Any]]] = [
     ("timestamp with time zone", ["2024-02-29 11:14:15.123456+00", "-infinity", None]),
     ("text[]", ["{a,b,NULL}", '{"a b","x\\"y"}', "{}", None, "{a,b,NULL}"]),
     ("integer[]", ["{1,2,NULL}", "{{1,2},{3,4}}", "[0:1]={5,6}"]),
+    # JSON integers in number columns: a whole column of them, mixed with texts, beyond int64
+    ("numeric(19,0)", [9223372036854775807, -9223372036854775808, 0, None]),
+    ("double precision", [1, -2, None, 0]),
+    ("double precision", [1, "2.5", None]),
+    ("numeric", [1 << 70, "1.5", -(1 << 64)]),
+    ("numeric(38,0)", [1 << 70, None]),
+    ("double precision", ["1e400", "-1e400", "1e-400", "Infinity", "NaN", ".5", "5.", "-.5E+3"]),
+    ("text", ["line\nbreak", "x", ""]),  # a line break: not one join
+    ("text", ["\u00e9", "\u4e2d\U0001f600", "\r", " "]),
+    ("uuid", ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"]),
+    ("text[]", ["{a,\u00a0b}", "{ a , b }", "{x\u2028}", "{nULl,NULLx,\u00e9}"]),
+    ("text[]", ["{a,b,c}", "{a,b,c}", None, "{a,b,c}", "{}", "{}"]),  # repeated texts
+    ("box[]", ["{(3,4),(1,2);(7,8),(5,6)}", "{(1,1),(0,0)}", None]),
+    ("boolean[]", ["{t,f,NULL}", "{t}"]),
+    ("jsonb[]", ['{"{\\"a\\": 1}",NULL}']),
 ]
 
 
@@ -87,6 +103,25 @@ REFUSED: list[tuple[str, list[Any]]] = [
     ("bytea", ["dead00"]),
     ("money", ["$1.00"]),
     ("integer[]", ["{1,x}"]),
+    ("text[]", ["{a,,b}"]),
+    ("text[]", ["{a}", "{\u3000}"]),  # an element that str.strip() empties
+    ("text[]", ["{a", "{a}"]),
+    ("text[]", [["a"]]),
+    ("text", ["\ud800"]),  # a lone surrogate: not UTF-8
+    ("numeric(10,2)", [True]),
+    ("numeric", ["1.5", False]),
+    ("double precision", [1, True]),
+    ("double precision", [1.5]),
+    ("double precision", ["+1"]),
+    ("double precision", ["inf"]),
+    ("double precision", ["infinity"]),
+    ("real", ["-nan"]),
+    ("double precision", ["1.5", "-NaN"]),
+    ("double precision", ["nan(1)"]),
+    ("double precision", ["+Infinity"]),
+    ("double precision", ["1e"]),
+    ("double precision", ["\u0663"]),  # a digit RE2 and Arrow do not take
+    ("numeric(10,2)", [1 << 70]),
 ]
 
 
@@ -168,3 +203,92 @@ def test_simple_path_agrees_with_the_parser_on_random_arrays() -> None:
         assert simple == json.dumps(values, ensure_ascii=False, separators=(",", ":"))
         checked += 1
     assert checked > 2000
+
+
+@pytest.mark.parametrize(
+    "type_name", ["integer", "numeric(10,2)", "double precision", "interval", "money", "bytea", "uuid[]"]
+)
+def test_a_column_of_nulls_is_nulls_of_its_type(type_name: str) -> None:
+    table, col = column(type_name)
+    mapping = map_type(type_name)
+    result = convert_column(table, col, mapping, [None] * 3)
+    assert result.type == mapping.arrow
+    assert result.to_pylist() == [None, None, None]
+    assert result.equals(_each_value(table, col, mapping, [None] * 3))
+
+
+def test_float_texts_take_the_cast_only_where_the_per_value_check_accepts() -> None:
+    """Random texts of number-like characters: the cast path never accepts a text the per-value
+    check refuses, and gives the same double for every text it accepts."""
+    rng = random.Random(7)
+    pieces = ["0", "1", "9", "25", "7", ".", "e", "E", "+", "-", "n", "a", "N", "i", "I", "f", "inity", "nan"]
+    pieces += ["inf", "Infinity", "NaN", "x", " ", "_", "(", ")", "\u0663", "400"]
+    table, col = column("double precision")
+    mapping = map_type("double precision")
+    accepted = 0
+    for _ in range(3000):
+        text = "".join(rng.choices(pieces, k=rng.randint(1, 5)))
+        whole = _whole_column(mapping, [text])
+        try:
+            expected: pa.Array | None = _each_value(table, col, mapping, [text])
+        except DecodeError:
+            expected = None
+        if whole is not None:
+            assert expected is not None, text
+            assert same(whole, expected), text
+            accepted += 1
+    assert accepted > 200
+
+
+def test_joined_texts_are_the_texts_or_none() -> None:
+    texts = ["a", "", "\u00e9\u4e2d", "\r\t", "x" * 1000]
+    joined = joined_texts(texts)
+    assert joined is not None
+    assert joined.type == pa.string()
+    assert joined.to_pylist() == texts
+    assert joined_texts(["a", None]) is None
+    assert joined_texts(["a", 1]) is None
+    assert joined_texts(["a\nb"]) is None
+    assert joined_texts(["\ud800"]) is None
+    assert joined_texts([]) is None
+
+
+def test_vectorised_arrays_equal_the_parser_on_random_arrays() -> None:
+    rng = random.Random(13)
+    alphabet = ["a", "B", " ", ",", '"', "\\", "{", "}", "NULL", "null", "nUlL", "x y", ""]
+    alphabet += ["\u00e9", "\u00a0", "\t", "\u2003", "\x85", "\x1c", "\u4e2d", "\x7f"]
+    for type_name in ("text[]", "uuid[]", "numeric[]", "integer[]", "boolean[]", "box[]"):
+        mapping = map_type(type_name)
+        assert mapping.element is not None
+        texts: list[str | None] = []
+        for _ in range(1500):
+            items = ["".join(rng.choices(alphabet, k=rng.randint(0, 3))) for _ in range(rng.randint(0, 4))]
+            texts.append(rng.choice(["{" + mapping.delimiter.join(items) + "}", "{}", None]))
+        expected: list[str | None] = []
+        kept: list[str | None] = []
+        for text in texts:
+            try:
+                rendered = None if text is None else pg_array_json(text, mapping.element, mapping.delimiter)
+            except ValueError:
+                continue
+            kept.append(text)
+            expected.append(rendered)
+        whole = _whole_column(mapping, kept)
+        assert whole is not None
+        assert whole.to_pylist() == expected
+
+
+def test_simple_arrays_leave_every_space_but_the_blank_to_the_parser() -> None:
+    """Whatever ``str.strip()`` strips besides " " makes an array not simple, so the parser trims
+    it; and only an element spelt n-u-l-l in ASCII letters upper-cases to NULL."""
+    pattern = _simple_array_pattern(",")
+    every = [chr(c) for c in range(0x110000)]
+    spaces = [c for c in every if c.isspace() and c != " "]
+    assert len(spaces) == 28
+    matched = pc.match_substring_regex(pa.array([f"{{a,{s}b}}" for s in spaces]), pattern)
+    assert not pc.any(matched).as_py()
+    simple = ["{a}", "{ a , b }", "{NULL,null,\u00e9}", "{}", "{a b,c\x7f}"]
+    assert pc.all(pc.match_substring_regex(pa.array(simple), pattern)).as_py()
+    not_simple = ["{ }", "{a,}", "{,a}", "{a,,b}", '{"a"}', "{{a}}", "{a\\,b}", "[0:0]={a}", "{a"]
+    assert not pc.any(pc.match_substring_regex(pa.array(not_simple), pattern)).as_py()
+    assert [c for c in every[0x80:] if not c.upper().strip("NUL")] == []
