@@ -209,7 +209,7 @@ def test_each_invalid_value_is_named_with_its_variable(overrides: dict[str, Any]
 
 
 def test_receiving_in_a_child_process_can_be_always_never_or_from_a_backlog() -> None:
-    assert load(None, env=REQUIRED_ENV).receive_process_min_bytes == 16 * 1024 * 1024
+    assert load(None, env=REQUIRED_ENV).receive_process_min_bytes == 64 * 1024 * 1024
     for text, value in (("-1", -1), ("0", 0), ("1048576", 1 << 20)):
         env = {**REQUIRED_ENV, "CDC_RECEIVE_PROCESS_MIN_BYTES": text}
         assert load(None, env=env).receive_process_min_bytes == value
