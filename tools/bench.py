@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             "walsender_for_pipeline": stats([1e6 * x["walsender_cpu_s"] / n for x in runs["pipeline"]]),
             "pipeline_process": stats([1e6 * x["cpu_s"] / n for x in runs["pipeline"]]),
             "pipeline_reading_thread": stats([1e6 * x["reading_thread_cpu_s"] / n for x in runs["pipeline"]]),
+            "pipeline_receiver_process": stats([1e6 * x["receiver_cpu_s"] / n for x in runs["pipeline"]]),
         }
         log(f"memory: the same changes in windows of {max(1, window // 2)} ...")
         half = pipeline_child(env, f"{SLOT_PREFIX}half", end, "bench-half", max(1, window // 2), None)

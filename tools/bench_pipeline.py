@@ -3,9 +3,10 @@
 ``pipeline_child`` starts ``python tools/bench_pipeline.py '<json args>'``; the child runs windows
 the way the engine does, with Snowflake left out (catalog, ``WindowReader.read``: stream + parse +
 Arrow + Parquet into a spool dir, ``LocalStage.publish`` plus manifest into the stack's stage,
-``confirm``). Its peak RSS is ``ru_maxrss`` of that child from ``os.wait4``; it reports its CPU
-time, split into the reading thread and the rest (the part writer), and the walsender's CPU time
-over the run (``/proc/<pid>/stat`` of each walsender that served it).
+``confirm``). Its peak RSS is the child's own peak plus the peak of the slot receiver processes it
+started (``cdc.source.receiver``, both run at once); it reports its CPU time, split into the
+reading thread and the rest (the part writer), the receivers' CPU time, and the walsender's CPU
+time over the run (``/proc/<pid>/stat`` of each walsender that served it).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def pipeline_child(
         )
         assert proc.stdout is not None
         out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         walsender_s = clock.stop()
         if proc.returncode != 0:
@@ -100,7 +101,9 @@ def pipeline_child(
             raise RuntimeError(f"pipeline child failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["walsender_cpu_s"] = walsender_s
-    result["max_rss_kb"] = usage.ru_maxrss
+    # both processes at once: the pipeline's own peak plus its slot receiver's (wait4 would give the
+    # larger of the two)
+    result["max_rss_kb"] = result["self_max_rss_kb"] + result["receiver_max_rss_kb"]
     return result
 
 
@@ -180,7 +183,11 @@ def _child_main(raw: str) -> None:
     out["seconds"] = time.monotonic() - started
     out["cpu_s"] = time.process_time() - cpu_before
     out["reading_thread_cpu_s"] = time.thread_time() - thread_before  # stream, parse, rows
+    children = os.times()
+    out["receiver_cpu_s"] = children.children_user + children.children_system  # the slot's receivers
     out["rss_before_kb"] = rss_before
+    out["self_max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["receiver_max_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     source.close()
     print(json.dumps(out))
 
