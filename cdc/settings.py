@@ -184,7 +184,7 @@ FIELDS: tuple[Field, ...] = (
         4,
         doc="Tables of a window applied at the same time, each on its own Snowflake connection.",
     ),
-    Field("part_max_rows", "int", 50_000, doc="Rows per Parquet part before it is flushed."),
+    Field("part_max_rows", "int", 25_000, doc="Rows per Parquet part before it is flushed."),
     Field(
         "receive_process_min_bytes",
         "int",

@@ -3,8 +3,9 @@
 ``pipeline_child`` starts ``python tools/bench_pipeline.py '<json args>'``; the child runs windows
 the way the engine does, with Snowflake left out (catalog, ``WindowReader.read``: stream + parse +
 Arrow + Parquet into a spool dir, ``LocalStage.publish`` plus manifest into the stack's stage,
-``confirm``). Its peak RSS is the child's own peak plus the peak of the slot receiver processes it
-started (``cdc.source.receiver``, both run at once); it reports its CPU time, split into the
+``confirm``). Its peak RSS is the peak of its own RSS plus that of the slot receiver process it
+started (``cdc.source.receiver``; both run at once), sampled every 20 ms, and at least its own
+``ru_maxrss``; it reports its CPU time, split into the
 reading thread and the rest (the part writer), the receivers' CPU time, and the walsender's CPU
 time over the run (``/proc/<pid>/stat`` of each walsender that served it).
 """
@@ -71,6 +72,55 @@ class WalsenderClock:
         return sum(self._seen.values())
 
 
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _rss_kb(pid: int | str) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _receiver_pids() -> list[str]:
+    """This process's children that run the slot receiver (not yet exec'ed ones: their pages are ours)."""
+    pids: list[str] = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:
+            continue
+    out = []
+    for pid in pids:
+        try:
+            if b"cdc.source.receiver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+class RssSampler:
+    """Peak of this process's RSS plus its receiver children's, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self.peak_self_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            own = _rss_kb("self")
+            self.peak_self_kb = max(self.peak_self_kb, own)
+            self.peak_kb = max(self.peak_kb, own + sum(_rss_kb(pid) for pid in _receiver_pids()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def pipeline_child(
     env: dict[str, Any], slot: str, end: Lsn, prefix: str, window_changes: int, profile: Path | None
 ) -> dict[str, Any]:
@@ -101,9 +151,9 @@ def pipeline_child(
             raise RuntimeError(f"pipeline child failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["walsender_cpu_s"] = walsender_s
-    # both processes at once: the pipeline's own peak plus its slot receiver's (wait4 would give the
-    # larger of the two)
-    result["max_rss_kb"] = result["self_max_rss_kb"] + result["receiver_max_rss_kb"]
+    # both processes at once: the peak of the sum, sampled (wait4 would give the larger of the two,
+    # and a receiver's own figure counts the pages it shared with its parent before exec)
+    result["max_rss_kb"] = max(result["sampled_max_rss_kb"], result["self_max_rss_kb"])
     return result
 
 
@@ -171,6 +221,7 @@ def _child_main(raw: str) -> None:
             if read.caught_up or read.end >= end:
                 break
 
+    sampler = RssSampler()
     cpu_before = time.process_time()
     thread_before = time.thread_time()
     started = time.monotonic()
@@ -186,8 +237,10 @@ def _child_main(raw: str) -> None:
     children = os.times()
     out["receiver_cpu_s"] = children.children_user + children.children_system  # the slot's receivers
     out["rss_before_kb"] = rss_before
+    sampler.stop()
     out["self_max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out["receiver_max_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["sampled_max_rss_kb"] = sampler.peak_kb
+    out["sampled_self_max_rss_kb"] = sampler.peak_self_kb
     source.close()
     print(json.dumps(out))
 
