@@ -83,13 +83,15 @@ locals {
     CDC_APPLY_PARALLELISM        = tostring(var.apply_parallelism)
     CDC_RETRY_ATTEMPTS           = tostring(var.retry_attempts)
     CDC_PART_MAX_ROWS            = tostring(var.part_max_rows)
-    CDC_LEASE_TTL_S              = tostring(var.lease_ttl_s)
-    CDC_DLQ_URL                  = var.dlq_url
-    CDC_ALARM_TOPIC_ARN          = var.alarm_topic_arn
-    CDC_METRICS_NAMESPACE        = var.metrics_namespace
-    CDC_METRICS_MODE             = "emf" # metrics from the log lines: no PutMetricData, no CloudWatch endpoint
-    CDC_LOG_LEVEL                = var.log_level
-    CDC_LOG_FORMAT               = "json"
+    # a child process receives large backlogs while the function parses: worth it from two vCPUs
+    CDC_RECEIVE_PROCESS_MIN_BYTES = tostring(coalesce(var.receive_process_min_bytes, var.memory_mb >= 3538 ? 67108864 : -1))
+    CDC_LEASE_TTL_S               = tostring(var.lease_ttl_s)
+    CDC_DLQ_URL                   = var.dlq_url
+    CDC_ALARM_TOPIC_ARN           = var.alarm_topic_arn
+    CDC_METRICS_NAMESPACE         = var.metrics_namespace
+    CDC_METRICS_MODE              = "emf" # metrics from the log lines: no PutMetricData, no CloudWatch endpoint
+    CDC_LOG_LEVEL                 = var.log_level
+    CDC_LOG_FORMAT                = "json"
   }
   # Unset optional settings are left out, so the settings' own defaults apply.
   environment_set = merge(

@@ -451,7 +451,13 @@ variable "retry_attempts" {
 variable "part_max_rows" {
   description = "CDC_PART_MAX_ROWS."
   type        = number
-  default     = 50000
+  default     = 25000
+}
+
+variable "receive_process_min_bytes" {
+  description = "CDC_RECEIVE_PROCESS_MIN_BYTES; null: 64 MiB from 3,538 MB of memory (two vCPUs), else -1 (never)."
+  type        = number
+  default     = null
 }
 
 variable "lease_ttl_s" {
