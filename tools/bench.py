@@ -390,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         result["ratios"] = {
             "pipeline_to_decode_ceiling": pipe / dec,
+            # each repetition's pipeline against the ceiling measured just before it, under the
+            # same load
+            "pipeline_to_decode_ceiling_per_repetition": stats(
+                [d["seconds"] / p["seconds"] for d, p in zip(runs["decode"], runs["pipeline"], strict=True)]
+            ),
             "pipeline_to_recvlogical": pipe / measured["recvlogical"]["changes_per_s"]["median"],
             "decode_ceiling_to_recvlogical": dec / measured["recvlogical"]["changes_per_s"]["median"],
         }

@@ -66,6 +66,11 @@ def print_table(result: dict[str, Any]) -> None:
         f"pipeline / pg_recvlogical: {r['pipeline_to_recvlogical']:.2f}; "
         f"decode ceiling / pg_recvlogical: {r['decode_ceiling_to_recvlogical']:.2f}"
     )
+    paired = r["pipeline_to_decode_ceiling_per_repetition"]
+    print(
+        f"pipeline / decode ceiling of the same repetition: {paired['median']:.2f} "
+        f"[{paired['min']:.2f}..{paired['max']:.2f}] ({', '.join(f'{x:.2f}' for x in paired['runs'])})"
+    )
     if "latency" in result:
         lat = result["latency"]
         print(f"\ncommit-to-visible latency at {lat['changes_per_s']:,} changes/s:")
