@@ -6,9 +6,9 @@ Building blocks the engine composes (see each module):
 * ``export``: ``create_slot_with_snapshot`` / ``create_temporary_snapshot`` -> ``ExportedSnapshot``
   (consistent LSN S + snapshot name, valid while its connection stays open), the boundary rule
   ``in_snapshot(commit_lsn, S)`` and ``snapshot_row_lsn(S)``;
-* ``copy``: ``copy_table`` streams ``COPY ... TO STDOUT`` (text format) through a pipe to a parser
-  thread and ``parts.TableParts``, into Parquet parts shaped like the stream's, memory bounded by
-  the part size;
+* ``copy``: ``copy_table`` streams ``COPY ... TO STDOUT`` (text format) through a pipe to Arrow's
+  streaming reader, ``parts.TableParts`` and ``writer.PartWriter``, into Parquet parts shaped like
+  the stream's, a row group at a time, memory bounded whatever the table's size;
 * ``load``: ``SnapshotLoader`` loads a staged table into ``<target>__CDC_NEW_<token>`` and swaps it in;
 * ``run``: ``run_snapshot`` does all of it table by table within a deadline.
 """

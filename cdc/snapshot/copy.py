@@ -1,23 +1,27 @@
 """Copy one table at an exported snapshot into Parquet parts shaped like the stream's.
 
-``COPY (SELECT ...) TO STDOUT`` (PostgreSQL's text format, cheaper for the server than CSV) runs in
-a ``REPEATABLE READ`` transaction that imported the snapshot. Three threads share the work, so
-receiving overlaps the Arrow work, which releases the GIL:
+``COPY (SELECT ...) TO STDOUT`` (PostgreSQL's text format, cheaper for the server than CSV, with
+``cdc.snapshot.parts.NULL_MARK`` for NULL) runs in a ``REPEATABLE READ`` transaction that imported
+the snapshot. The work is spread so that receiving overlaps the Arrow work, which releases the GIL:
 
 * the caller's thread runs the COPY: psycopg2 hands each row to the ``write`` of a buffered pipe
   (C code, no Python per row);
-* a parser thread reads the pipe in chunks of about ``chunk_bytes``, cut after the last complete
-  row (in the text format a row is one line), and ``cdc.snapshot.parts.TableParts`` parses and
-  converts them (``progress`` is called from this thread);
-* a writer thread encodes the parts and runs ``on_part``.
+* Arrow's I/O thread reads the pipe in blocks of ``chunk_bytes`` (``_PipeSource``; up to
+  ``READAHEAD_BLOCKS`` blocks ahead of the parser, so the COPY does not wait while a batch is
+  converted or a part encoded) and notes whether a block holds a backslash;
+* a parser thread takes the rows of each block from Arrow's streaming reader as columns and
+  ``cdc.snapshot.parts.TableParts`` converts them (``progress`` is called from this thread);
+* a writer thread (``cdc.snapshot.writer.PartWriter``) encodes them into the parts a row group at a
+  time and runs ``on_part``.
 
-A slower parser holds the COPY back through the pipe, so memory holds the pipe, a chunk, the part
-being filled and at most one part being written. Parts have exactly the window writer's schema
-(``C<attnum>`` columns with the PostgreSQL name and type as field metadata, the metadata columns,
-the origin-key columns), with ``_CDC_LSN`` = ``snapshot_row_lsn(lsn)``, ``_CDC_SEQ`` = 0..,
-``_CDC_OP`` = "I", ``_CDC_COMMIT_TS`` = the snapshot's time and the rest as the writer fills them
-for an insert (``_CDC_MOVED`` false, NULLs), so the sink's load path and the MERGE's "newer than
-the row" rule treat them like any change.
+A slower parser or writer holds the COPY back through the pipe, so memory holds the pipe, the
+blocks read ahead, the rows waiting for a row group and the row groups handed to the writer (at
+most ``cdc.snapshot.writer.MAX_QUEUED``), whatever the table's size. Parts have exactly the window
+writer's schema (``C<attnum>`` columns with the PostgreSQL name and type as field metadata, the
+metadata columns, the origin-key columns), with ``_CDC_LSN`` = ``snapshot_row_lsn(lsn)``,
+``_CDC_SEQ`` = 0.., ``_CDC_OP`` = "I", ``_CDC_COMMIT_TS`` = the snapshot's time and the rest as the
+writer fills them for an insert (``_CDC_MOVED`` false, NULLs), so the sink's load path and the
+MERGE's "newer than the row" rule treat them like any change.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from cdc.batch import part_schema
 from cdc.errors import CdcError, SchemaError, SourceError
 from cdc.model import StagedFile, TableSchema
 from cdc.snapshot.export import SnapshotPoint
-from cdc.snapshot.parts import PARQUET_OPTIONS, CopyProgress, SnapshotTable, TableParts
+from cdc.snapshot.parts import COPY_OPTIONS, PARQUET_OPTIONS, CopyProgress, SnapshotTable, TableParts
 from cdc.source.slot import classify_error
 from cdc.typemap import column_mapping
 
@@ -49,6 +53,8 @@ __all__ = [
     "DEFAULT_PART_MAX_BYTES",
     "PARQUET_OPTIONS",
     "PIPE_BYTES",
+    "READAHEAD_BLOCKS",
+    "READ_BUFFER_BYTES",
     "WRITE_BUFFER_BYTES",
     "CopyProgress",
     "SnapshotDeadline",
@@ -60,11 +66,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PART_MAX_BYTES = 128 << 20  # Arrow bytes of one part before it is written
-DEFAULT_CHUNK_BYTES = 8 << 20  # COPY bytes parsed at a time
-FIRST_CHUNK_BYTES = 1 << 20  # the first chunk; each next one twice as large, up to chunk_bytes
+DEFAULT_PART_MAX_BYTES = 128 << 20  # Arrow bytes of one part: it ends with the batch that reaches them
+DEFAULT_CHUNK_BYTES = 1 << 20  # COPY bytes parsed at a time (blocks of 1 MB parse faster than larger ones)
+# the blocks Arrow's streaming reader reads ahead of the batch being parsed (the queue of its
+# background reader, and the blocks in hand): the COPY goes on while batches are converted
+READAHEAD_BLOCKS = 34
 PIPE_BYTES = 1 << 20  # the pipe's capacity, where the system allows it (F_SETPIPE_SZ)
 WRITE_BUFFER_BYTES = 256 << 10  # what the receiving side gathers before each write to the pipe
+READ_BUFFER_BYTES = 64 << 10  # what the pipe's reader buffers for blocks smaller than this
+# the first block; each next one twice as large, up to chunk_bytes: parsing starts as soon as the
+# first rows are there (Arrow's reader waits for two blocks before the first batch)
+FIRST_BLOCK_BYTES = 64 << 10
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -83,14 +95,15 @@ def arrow_schema(table: TableSchema) -> pa.Schema:
 
 
 def copy_sql(table: TableSchema) -> pgsql.Composed:
-    """The COPY of every column in attnum order; bytea as bare hex digits (what wal2json sends)."""
+    """The COPY of every column in attnum order; bytea as bare hex digits (what wal2json sends);
+    NULL as ``NULL_MARK``."""
     items = []
     for col in table.columns:
         ref = pgsql.Identifier(col.name)
         bytea = column_mapping(col).kind == "bytes"
         items.append(pgsql.SQL("encode({}, 'hex')").format(ref) if bytea else ref)
-    return pgsql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-        pgsql.SQL(", ").join(items), pgsql.Identifier(table.schema, table.name)
+    return pgsql.SQL("COPY (SELECT {} FROM {}) TO STDOUT {}").format(
+        pgsql.SQL(", ").join(items), pgsql.Identifier(table.schema, table.name), pgsql.SQL(COPY_OPTIONS)
     )
 
 
@@ -112,8 +125,8 @@ def copy_table(
 
     ``conn`` is a connection from ``open_copy_connection`` (autocommit, the stream's session
     settings). ``on_part(path, file)`` runs after each part is written (to upload it and free the
-    disk). When ``deadline`` (a ``clock()`` value) passes, the COPY is cancelled between two
-    chunks and ``SnapshotDeadline`` raised: the parts written so far are incomplete.
+    disk). When ``deadline`` (a ``clock()`` value) passes, the COPY is cancelled after the block
+    being parsed and ``SnapshotDeadline`` raised: the parts written so far are incomplete.
     """
     if part_max_rows < 1 or part_max_bytes < 1:
         raise ValueError(f"part limits must be positive, got {part_max_rows} rows / {part_max_bytes} bytes")
@@ -129,7 +142,7 @@ def copy_table(
         try:
             cur.copy_expert(copy_sql(table), reader.file)
         except psycopg2.Error as exc:
-            reader.close()
+            reader.abandon()
             if reader.stopped is not None:  # we cancelled it
                 raise reader.stopped from exc
             raise
@@ -162,10 +175,52 @@ def _rollback(conn: Any) -> None:
         conn.close()
 
 
+class _PipeSource:
+    """The read end of the pipe as Arrow's ``PythonFile`` reads it (from Arrow's I/O thread): blocks
+    of the requested size (the first ones smaller, from ``FIRST_BLOCK_BYTES``), counted, and whether
+    any of them held a backslash (``escaped``, which then stays set).
+
+    A block that holds no line end is read on to the next line end: Arrow's streaming reader
+    refuses a row that spans more than two blocks, and one row may be longer than a block.
+    ``close`` waits for a read in progress, so the descriptor is never read after it is closed.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._file = io.BufferedReader(io.FileIO(fd, "rb", closefd=False), buffer_size=READ_BUFFER_BYTES)
+        self._lock = threading.Lock()
+        self.closed = False
+        self.bytes = 0
+        self.escaped = False
+        self._block = FIRST_BLOCK_BYTES
+
+    def read(self, size: int = -1) -> bytes:
+        if size > 0:
+            size, self._block = min(size, self._block), min(size, 2 * self._block)
+        with self._lock:
+            if self.closed:
+                return b""
+            data = self._file.read(size)  # ``size`` bytes, less only at the end of the COPY
+            if data and data.find(b"\n") < 0:
+                pieces = [data]
+                while more := self._file.read(size):
+                    pieces.append(more)
+                    if more.find(b"\n") >= 0:
+                        break
+                data = b"".join(pieces)
+        if not self.escaped and data.find(b"\\") >= 0:
+            self.escaped = True
+        self.bytes += len(data)
+        return data
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+
 class _CopyPipe:
     """The pipe the COPY is written into (``file``) and the parser thread that reads it.
 
-    A failure or the deadline (checked by the parser after each chunk) cancels the COPY on the
+    A failure or the deadline (checked by the parser after each block) cancels the COPY on the
     server; the parser then reads on to the end of the pipe, dropping what it reads, so the
     receiving side never blocks.
     """
@@ -190,19 +245,25 @@ class _CopyPipe:
             log.debug("could not grow the COPY pipe", exc_info=True)
         self._read_fd = read_fd
         self.file = io.BufferedWriter(io.FileIO(write_fd, "wb"), buffer_size=WRITE_BUFFER_BYTES)
-        self._complete = False
+        self._abandoned = False
         self._closed = False
         self.stopped: BaseException | None = None
+        self._source = _PipeSource(read_fd)
         self._parser = threading.Thread(target=self._parse, name="cdc-snapshot-parse", daemon=True)
         self._parser.start()
 
     def finish(self) -> None:
         """The COPY ended by itself: parse the last rows and write the last part."""
-        self._complete = True
         self.close()
         if self.stopped is not None:
             raise self.stopped
+        self._job.bytes = self._source.bytes
         self._job.finish()
+
+    def abandon(self) -> None:
+        """The COPY failed: what is left in the pipe (maybe half a row) is dropped, not parsed."""
+        self._abandoned = True
+        self.close()
 
     def close(self) -> None:
         """End the pipe and wait for the parser (idempotent)."""
@@ -215,52 +276,44 @@ class _CopyPipe:
             self._parser.join()
 
     def _parse(self) -> None:
-        # small chunks first, so that parsing starts early (a small table is one chunk otherwise)
-        size = min(self._chunk_bytes, FIRST_CHUNK_BYTES)
-        buf = bytearray(self._chunk_bytes + PIPE_BYTES)  # read into, grown for a longer row
-        filled = 0
-        rows_end = 0  # where the last complete row in buf ends
-        pipe = io.FileIO(self._read_fd, "rb", closefd=False)
+        source = self._source
         try:
-            while True:
-                if len(buf) - filled < PIPE_BYTES:
-                    buf.extend(bytes(len(buf)))  # one row is longer than a chunk: read on
-                with memoryview(buf) as view:
-                    got = pipe.readinto(view[filled : filled + min(size, PIPE_BYTES)])
-                if not got:
+            reader = self._open(source)
+            while reader is not None and self.stopped is None and not self._abandoned:
+                texts = self._next(reader)
+                if texts is None:
                     break
-                if self.stopped is not None:
-                    continue  # the COPY is being cancelled: drop the rest
-                last = buf.rfind(b"\n", filled, filled + got)
-                filled += got
-                if last >= 0:
-                    rows_end = last + 1
-                if filled >= size and rows_end:
-                    self._chunk(bytes(buf[:rows_end]))
-                    rest = filled - rows_end
-                    buf[:rest] = buf[rows_end:filled]
-                    filled, rows_end = rest, 0
-                    size = min(self._chunk_bytes, 2 * size)
-            if filled and self._complete and self.stopped is None:
-                self._chunk(bytes(buf[:filled]))
-        except BaseException as exc:  # an unexpected failure of this thread: stop the copy
-            self._stop(exc)
-            while os.read(self._read_fd, PIPE_BYTES):
-                pass
-        finally:
-            pipe.close()
-            os.close(self._read_fd)
-
-    def _chunk(self, chunk: bytes) -> None:
-        try:
-            self._job.add_text(chunk)
-            if self._deadline is not None and self._clock() >= self._deadline:
-                raise SnapshotDeadline(self._job.table.qualified, self._job.rows)
+                self._job.add_texts(texts, source.escaped, source.bytes)
+                if self._deadline is not None and self._clock() >= self._deadline:
+                    raise SnapshotDeadline(self._job.table.qualified, self._job.rows)
         except BaseException as exc:  # copy_table raises it once the COPY has stopped
             self._stop(exc)
+        finally:
+            try:  # drop the rest, so that the receiving side never blocks on a full pipe
+                while os.read(self._read_fd, PIPE_BYTES):
+                    pass
+            finally:
+                source.close()
+                os.close(self._read_fd)
+
+    def _open(self, source: _PipeSource) -> Any:
+        try:
+            return self._job.open(pa.PythonFile(source, mode="r"), self._chunk_bytes)
+        except pa.ArrowInvalid as exc:
+            if not source.bytes:
+                return None  # the COPY sent no rows at all
+            raise self._job.read_error(exc) from exc
+
+    def _next(self, reader: Any) -> pa.RecordBatch | None:
+        try:
+            return reader.read_next_batch()
+        except StopIteration:
+            return None
+        except pa.ArrowInvalid as exc:
+            raise self._job.read_error(exc) from exc
 
     def _stop(self, exc: BaseException) -> None:
-        if self.stopped is not None:
+        if self.stopped is not None or self._abandoned:
             return
         self.stopped = exc
         try:

@@ -1,19 +1,22 @@
 """The parts of one table's copy: COPY text rows -> typed Arrow columns -> Parquet parts.
 
-``TableParts.add_text`` parses whole rows of ``COPY ... TO STDOUT`` in PostgreSQL's text format
-(tab-separated, ``\\N`` for NULL, backslash escapes, which ``cdc.snapshot.text.unescape_copy_text``
-undoes) into string columns, which ``cdc.snapshot.text.text_to_arrow`` turns into the Arrow types
-the window writer uses. Rows wait until ``part_max_rows`` rows or ``part_max_bytes`` Arrow bytes
-are there; a part is then handed to a writer thread (Parquet encoding and ``on_part``, e.g. the
-upload, overlap the next chunks; one part at most is in flight).
+``TableParts.open`` gives Arrow's streaming CSV reader over the text of ``COPY ... TO STDOUT``
+(PostgreSQL's text format with ``NULL_MARK`` for NULL, see ``COPY_OPTIONS``): it reads and splits the
+text into columns in C++, a block at a time, without the GIL (the built-in integer, float and
+boolean types parsed into their Arrow type, the others as text). ``TableParts.add_texts`` takes
+each such batch: ``cdc.snapshot.text.unescape_copy_text`` undoes the backslash escapes (only when
+the text read so far holds a backslash at all), ``cdc.snapshot.text.text_to_arrow`` turns the text
+columns into the Arrow types the window writer uses. Rows go to a writer thread
+(``cdc.snapshot.writer.PartWriter``) a row group at a time, once ``ROW_GROUP_BYTES`` Arrow bytes
+wait, and a part ends after ``part_max_rows`` rows or once it holds ``part_max_bytes`` Arrow bytes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,30 +24,40 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
-from cdc.batch import file_digest, part_name, part_schema
+from cdc.batch import part_schema
 from cdc.convert import COMMIT_TS_TYPE
 from cdc.errors import DecodeError
-from cdc.model import Lsn, StagedFile, StagedTable, TableSchema
+from cdc.model import Column, Lsn, StagedFile, StagedTable, TableSchema
 from cdc.snapshot.export import SnapshotPoint, snapshot_row_lsn
 from cdc.snapshot.text import text_to_arrow, unescape_copy_text
+from cdc.snapshot.writer import PARQUET_OPTIONS, PartWriter
 from cdc.typemap import TypeMapping, column_mapping
 
-__all__ = ["NULL_TEXT", "PARQUET_OPTIONS", "TEXT_FORMAT", "CopyProgress", "SnapshotTable", "TableParts"]
+__all__ = [
+    "COPY_OPTIONS",
+    "NULL_MARK",
+    "PARQUET_OPTIONS",
+    "ROW_GROUP_BYTES",
+    "TEXT_FORMAT",
+    "CopyProgress",
+    "SnapshotTable",
+    "TableParts",
+]
 
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 15.0
-# no dictionary pages: snapshot columns are mostly high-cardinality, where trying a dictionary costs
-# time and bytes (measured: 2-3x faster encoding, 20% smaller parts on a mixed table); no min/max
-# statistics but for the LSN and sequence (nothing reads the others; they cost 30% of the encoding
-# of a table with long strings)
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "use_dictionary": False,
-    "write_statistics": ["_CDC_LSN", "_CDC_SEQ"],
-}
+# Arrow bytes waiting before they go to the writer as a row group: the encoding keeps pace with the
+# COPY, and what is left to encode once it ends stays small. Smaller groups cost more CPU (every
+# column chunk is compressed on its own: 1 MB groups took 50% longer to encode than whole parts)
+ROW_GROUP_BYTES = 4 << 20
+# NULL as a vertical tab instead of the text format's default \N: COPY's text format writes a
+# vertical tab in a value as the escape \v (like \b, \f, \n, \r, \t and the backslash itself), so
+# the mark cannot be mistaken for a value, and a backslash in the COPY text then always starts an
+# escape: text without one needs no unescaping (one memchr per block tells)
+NULL_MARK = "\x0b"
+COPY_OPTIONS = "(FORMAT text, NULL E'\\x0b')"
 # PostgreSQL's COPY text format: a tab between fields, no quoting; a line break, tab or backslash in
 # a value is escaped, so every line is one row (an empty line is a row of one empty string)
 TEXT_FORMAT: dict[str, Any] = {
@@ -55,7 +68,6 @@ TEXT_FORMAT: dict[str, Any] = {
     "newlines_in_values": False,
     "ignore_empty_lines": False,
 }
-NULL_TEXT = "\\N"
 
 
 @dataclass(frozen=True)
@@ -92,21 +104,31 @@ class SnapshotTable:
         return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
 
 
-def _read_type(mapping: TypeMapping) -> pa.DataType | None:
-    """The Arrow type the CSV reader may parse a column into directly, or None (read as text)."""
-    arrow = mapping.arrow
-    if mapping.kind == "int" and pa.types.is_integer(arrow):
-        return arrow
-    if mapping.kind in ("float4", "float8") and pa.types.is_floating(arrow):
-        return arrow
-    if mapping.kind == "bool" and pa.types.is_boolean(arrow):
-        return arrow
-    return None
+# the built-in types whose every text form Arrow's reader parses as text_to_arrow would, by kind
+_TYPED = {
+    "smallint": "int",
+    "integer": "int",
+    "bigint": "int",
+    "oid": "int",
+    "real": "float4",
+    "double precision": "float8",
+    "boolean": "bool",
+}
+_ARROW_COLUMN = re.compile(r"CSV column #(\d+)")
+
+
+def _read_type(column: Column, mapping: TypeMapping) -> pa.DataType | None:
+    """The Arrow type Arrow's reader may parse ``column`` into directly, or None (read as text)."""
+    kind = _TYPED.get(column.type_name)
+    if kind is None or kind != mapping.kind:
+        return None
+    fits = {"int": pa.types.is_integer, "bool": pa.types.is_boolean}.get(kind, pa.types.is_floating)
+    return mapping.arrow if fits(mapping.arrow) else None
 
 
 class TableParts:
     """Rows of one table's COPY (text format) parsed into Arrow, waiting to become parts, and the
-    parts written so far. ``add_text`` runs in one thread (the parser); ``finish``, ``close`` and
+    parts written so far. ``add_texts`` runs in one thread (the parser); ``finish``, ``close`` and
     ``result`` after it."""
 
     def __init__(
@@ -128,25 +150,19 @@ class TableParts:
         self.part_max_bytes = part_max_bytes
         self.on_part = on_part
         self.progress = progress
-        names = [c.stage_name for c in table.columns]
-        # one thread: the parallelism is the pipeline's (receive, parse, encode); pyarrow's own
-        # threads cost twice the CPU for the same chunk. Blocks of 1 MB parse faster than larger ones.
-        self.read_options = pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 20)
+        self.names = [c.stage_name for c in table.columns]
         self.parse_options = pcsv.ParseOptions(**TEXT_FORMAT)
+        # columns of the built-in integer, float and boolean types are read as their Arrow type
+        # straight away: every text form PostgreSQL prints for them (NaN and Infinity too) parses
+        # exactly as text_to_arrow's cast would; every other column is read as text
+        self.typed: dict[int, pa.DataType] = {}
+        for i, (col, mapping) in enumerate(zip(table.columns, self.mappings, strict=True)):
+            if (typ := _read_type(col, mapping)) is not None:
+                self.typed[i] = typ
         self.convert_options = pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
+            column_types={n: self.typed.get(i, pa.string()) for i, n in enumerate(self.names)},
             strings_can_be_null=True,
-            null_values=[NULL_TEXT],  # an empty field is the empty string
-            check_utf8=True,
-        )
-        # integers, floats and booleans are read as their Arrow type straight away (the same
-        # parsing as text_to_arrow's cast, without building strings first); a chunk the typed read
-        # refuses is read again as text, and text_to_arrow and convert_column decide
-        self.typed = {i: typ for i, m in enumerate(self.mappings) if (typ := _read_type(m)) is not None}
-        self.typed_options = pcsv.ConvertOptions(
-            column_types={n: self.typed.get(i, pa.string()) for i, n in enumerate(names)},
-            strings_can_be_null=True,
-            null_values=[NULL_TEXT],
+            null_values=[NULL_MARK],  # an empty field is the empty string
             true_values=["t"],
             false_values=["f"],
             check_utf8=True,
@@ -157,13 +173,12 @@ class TableParts:
         self._seq_index = meta.index("_CDC_SEQ")
         self._constant_rows = 0
         self._constants: list[pa.Array] = []
-        self.pending: list[pa.RecordBatch] = []
+        self.pending: list[pa.RecordBatch] = []  # rows not handed to the writer yet
         self.pending_rows = 0
         self.pending_bytes = 0
-        self.files: list[StagedFile] = []
-        self.submitted = 0
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-snapshot-parts")
-        self.inflight: Future[StagedFile] | None = None
+        self.part_rows = 0  # rows and Arrow bytes of the open part handed to the writer
+        self.part_bytes = 0
+        self.writer = PartWriter(self.dir, self.schema, table.qualified, on_part)
         self.rows = 0
         self.bytes = 0
         self.started = time.monotonic()
@@ -179,44 +194,46 @@ class TableParts:
                     extra={"table": table.qualified, "column": col.name, "pg_type": col.type_name},
                 )
 
-    def add_text(self, chunk: bytes | bytearray) -> None:
-        """Whole rows of ``COPY ... TO STDOUT`` (text format): parse, convert, write full parts."""
-        self.bytes += len(chunk)
-        typed = bool(self.typed)
-        try:
-            try:
-                parsed = self._read(chunk, self.typed_options if typed else self.convert_options)
-            except pa.ArrowInvalid:
-                if not typed:
-                    raise
-                typed = False
-                parsed = self._read(chunk, self.convert_options)
-        except pa.ArrowInvalid as exc:
-            raise DecodeError(
-                f"table {self.table.qualified}: the COPY output after row {self.rows} could not be read "
-                f"({exc}); check that the server sends UTF-8 (client_encoding) and report it if it does"
-            ) from exc
-        # every backslash that does not start a NULL (\N) starts an escape: only then may a
-        # column need unescaping
-        escaped = chunk.find(b"\\") >= 0 and chunk.count(b"\\") != sum(c.null_count for c in parsed.columns)
-        for texts in parsed.to_batches():  # one per block of the chunk
-            self._add_batch(texts, escaped, typed)
-        self._write_full_parts(final=False)
-        self._report(done=False)
-
-    def _read(self, chunk: bytes | bytearray, convert_options: pcsv.ConvertOptions) -> pa.Table:
-        return pcsv.read_csv(
-            pa.py_buffer(chunk),
-            read_options=self.read_options,
+    def open(self, source: pa.NativeFile, block_bytes: int) -> pcsv.CSVStreamingReader:
+        """Arrow's reader of the COPY text in ``source``, ``block_bytes`` at a time (one thread: the
+        parallelism is the pipeline's; pyarrow's own threads cost twice the CPU for the same text).
+        Raises ``pa.ArrowInvalid`` for text without a single row."""
+        return pcsv.open_csv(
+            source,
+            read_options=pcsv.ReadOptions(column_names=self.names, use_threads=False, block_size=block_bytes),
             parse_options=self.parse_options,
-            convert_options=convert_options,
+            convert_options=self.convert_options,
         )
 
-    def _add_batch(self, texts: pa.RecordBatch, escaped: bool, typed: bool) -> None:
+    def read_error(self, exc: pa.ArrowInvalid) -> DecodeError:
+        """What Arrow's reader refused, as a DecodeError naming the column where Arrow says which."""
+        found = _ARROW_COLUMN.search(str(exc))
+        index = int(found.group(1)) if found else -1
+        where = f"table {self.table.qualified}"
+        if 0 <= index < len(self.table.columns):
+            col = self.table.columns[index]
+            where += f" column {col.name!r} ({col.type_name})"
+        if index in self.typed:
+            return DecodeError(
+                f"{where}: a value after row {self.rows} is not one of this type ({exc}); if the "
+                "column's type changed since the catalog was read, run the snapshot again"
+            )
+        return DecodeError(
+            f"{where}: the COPY output after row {self.rows} could not be read ({exc}); check that "
+            "the server sends UTF-8 (client_encoding) and report it if it does"
+        )
+
+    def add_texts(self, texts: pa.RecordBatch, escaped: bool, copy_bytes: int) -> None:
+        """Whole rows of ``COPY ... TO STDOUT`` as Arrow's reader gives them (the typed columns as
+        their type, the others as text): convert, hand row groups and full parts to the writer.
+
+        ``escaped``: whether the COPY text read so far holds a backslash, i.e. any escape (NULL is
+        ``NULL_MARK``); ``copy_bytes``: the COPY bytes received so far."""
+        self.bytes = copy_bytes
         arrays = []
-        for i, (col, mapping) in enumerate(zip(self.table.columns, self.mappings, strict=True)):
-            column = texts.column(i)
-            if typed and i in self.typed:
+        columns = zip(texts.columns, self.table.columns, self.mappings, strict=True)
+        for i, (column, col, mapping) in enumerate(columns):
+            if i in self.typed:
                 arrays.append(column)
                 continue
             if escaped:
@@ -229,6 +246,8 @@ class TableParts:
         self.pending_rows += n
         self.pending_bytes += batch.nbytes
         self.rows += n
+        self._hand_over(final=False)
+        self._report(done=False)
 
     def _metadata(self, n: int) -> list[pa.Array]:
         """What the window writer gives an insert: the metadata columns, then null origin keys.
@@ -261,53 +280,44 @@ class TableParts:
                 arrays.append(pa.nulls(n, field.type))
         return arrays
 
+    @property
+    def files(self) -> list[StagedFile]:
+        return self.writer.files
+
     def finish(self) -> None:
-        self._write_full_parts(final=True)
-        self._wait()
+        self._hand_over(final=True)
+        self.writer.flush()
         self._report(done=True)
 
-    def _write_full_parts(self, *, final: bool) -> None:
-        while self.pending_rows and (
-            final or self.pending_rows >= self.part_max_rows or self.pending_bytes >= self.part_max_bytes
-        ):
+    def _hand_over(self, *, final: bool) -> None:
+        """Hand the waiting rows to the writer: the rows that fill the open part (``part_max_rows``
+        rows, or ``part_max_bytes`` reached), a row group once ``ROW_GROUP_BYTES`` wait, and all of
+        them when ``final``. The batches go as they are, sliced, never copied."""
+        while self.pending_rows:
+            room = self.part_max_rows - self.part_rows
+            full = self.pending_rows >= room or self.part_bytes + self.pending_bytes >= self.part_max_bytes
+            if not (final or full or self.pending_bytes >= ROW_GROUP_BYTES):
+                return
             data = pa.Table.from_batches(self.pending, schema=self.schema)
-            take = min(self.part_max_rows, data.num_rows)
-            self._write_part(data.slice(0, take))
-            rest = data.slice(take)
-            self.pending = rest.combine_chunks().to_batches() if rest.num_rows else []
-            self.pending_rows = rest.num_rows
+            take = min(room, data.num_rows)
+            group = data.slice(0, take)
+            self.writer.write(group)
+            if full or final:
+                self.writer.end_part()
+                self.part_rows = self.part_bytes = 0
+            else:
+                self.part_rows += take
+                self.part_bytes += group.nbytes
+            self.pending = data.slice(take).to_batches()
+            self.pending_rows = data.num_rows - take
             self.pending_bytes = sum(b.nbytes for b in self.pending)
-
-    def _write_part(self, data: pa.Table) -> None:
-        """Hand the part to the writer thread (Parquet encoding and ``on_part`` release the GIL and
-        overlap the next chunk's reading); one part at most is in flight."""
-        self._wait()
-        name = part_name(self.submitted)
-        self.submitted += 1
-        self.inflight = self.writer.submit(self._write, name, data)
-
-    def _wait(self) -> None:
-        if self.inflight is not None:
-            future, self.inflight = self.inflight, None
-            self.files.append(future.result())
-
-    def _write(self, name: str, data: pa.Table) -> StagedFile:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / name
-        pq.write_table(data, path, **PARQUET_OPTIONS)
-        size, digest = file_digest(path)
-        staged = StagedFile(name=name, rows=data.num_rows, bytes=size, sha256=digest)
-        log.debug(
-            "snapshot part written",
-            extra={"table": self.table.qualified, "part": name, "rows": staged.rows, "bytes": size},
-        )
-        if self.on_part is not None:
-            self.on_part(path, staged)
-        return staged
+        if final and self.part_rows:
+            self.writer.end_part()
+            self.part_rows = self.part_bytes = 0
 
     def close(self) -> None:
-        """Stop the writer thread (after the part in flight, whose outcome no longer matters)."""
-        self.writer.shutdown(wait=True, cancel_futures=True)
+        """Stop the writer thread (after the row group in progress, whose outcome no longer matters)."""
+        self.writer.close()
 
     def _report(self, *, done: bool) -> None:
         now = time.monotonic()

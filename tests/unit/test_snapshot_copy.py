@@ -1,6 +1,6 @@
 """copy_table without a server: a fake connection replays COPY output as PostgreSQL writes it (text
-format, one write per row). Parts must match the window writer's parts for the same rows, split
-exactly, and a deadline or a bad value must cancel the COPY."""
+format with a vertical tab for NULL, one write per row). Parts must match the window writer's parts
+for the same rows, split exactly, and a deadline or a bad value must cancel the COPY."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from cdc.snapshot import (
     in_snapshot,
     snapshot_row_lsn,
 )
-from cdc.snapshot.copy import PIPE_BYTES, WRITE_BUFFER_BYTES
+from cdc.snapshot.copy import PIPE_BYTES, READ_BUFFER_BYTES, READAHEAD_BLOCKS, WRITE_BUFFER_BYTES
 
 TABLE = TableSchema(
     "public",
@@ -45,15 +45,16 @@ TABLE = TableSchema(
     ("id",),
 )
 
-# what COPY (SELECT id, t, encode(b, 'hex'), ...) TO STDOUT writes (captured from PostgreSQL 15):
-# tab-separated, \N for NULL, backslash escapes for line breaks, tabs and backslashes
+# what COPY (SELECT id, t, encode(b, 'hex'), ...) TO STDOUT (FORMAT text, NULL E'\\x0b') writes
+# (captured from PostgreSQL 15): tab-separated, a vertical tab for NULL, backslash escapes for line
+# breaks, tabs, vertical tabs and backslashes
 ROWS = [
-    b"1\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
+    b"1\t\x0b\t\x0b\t\x0b\t\x0b\t\x0b\t\x0b\t\x0b\t\x0b\n",
     b'2\t\t\t0.00\t0\tf\t""\t2024-01-01 00:00:00+00\t{}\n',
     b'3\ta"b,c\\nd\\r\\ne\t00ff\t-1234567890.12\t-Infinity\tt\t{"k": "v\\\\n"}\t'
     b"2024-02-29 11:14:15.123456+00\t{1,NULL,3}\n",
     "4\théllo 🎉 \\\\.\tdeadbeef\t0.01\t1e+300\tt\tnull\t0044-03-15 12:00:00.5+00 BC\t[0:1]={7,8}\n".encode(),
-    b"5\t\\\\.\t\\N\t9999999999.99\tNaN\tf\t[1, 2.50]\tinfinity\t\\N\n",
+    b"5\t\\\\.\t\x0b\t9999999999.99\tNaN\tf\t[1, 2.50]\tinfinity\t\x0b\n",
 ]
 # the same rows as wal2json sends them (what the window writer converts)
 WAL2JSON: list[dict[str, Any]] = [
@@ -121,6 +122,9 @@ class FakeCursor:
                 raise psycopg2.errors.QueryCanceled("canceling statement due to user request")
             self.conn.written += 1
             file.write(row)
+        if self.conn.fail_with is not None:  # the connection breaks in the middle of a row
+            file.write(b"99\thalf a r")
+            raise self.conn.fail_with
 
     def close(self) -> None:
         pass
@@ -129,11 +133,12 @@ class FakeCursor:
 class FakeConn:
     closed = False
 
-    def __init__(self, rows: Iterable[bytes]) -> None:
+    def __init__(self, rows: Iterable[bytes], fail_with: Exception | None = None) -> None:
         self.rows = rows
         self.statements: list[Any] = []
         self.cancelled = False
         self.written = 0
+        self.fail_with = fail_with
 
     def cursor(self) -> FakeCursor:
         return FakeCursor(self)
@@ -201,7 +206,7 @@ def test_metadata_marks_rows_as_inserts_just_before_the_consistent_point(tmp_pat
 
 def text_row(key: int, text: str = "") -> bytes:
     """A COPY text-format row of TABLE with a key and a text, every other column NULL."""
-    return f"{key}\t{text}".encode() + b"\t\\N" * 7 + b"\n"
+    return f"{key}\t{text}".encode() + b"\t\x0b" * 7 + b"\n"
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])
@@ -236,9 +241,10 @@ def test_parts_split_at_part_max_bytes(tmp_path: Path) -> None:
 
 def test_escapes_of_the_text_format_are_undone(tmp_path: Path) -> None:
     rows = [
-        b"1\tline\\nbreak\\ttab\\rcr\\\\n not a break\t00ff" + b"\t\\N" * 6 + b"\n",
-        b"2\t\\\\N\t\\N" + b"\t\\N" * 6 + b"\n",  # the text \\N, then NULL
-        b"3\t\\b\\f\\v\t" + b"\t\\N" * 6 + b"\n",
+        b"1\tline\\nbreak\\ttab\\rcr\\\\n not a break\t00ff" + b"\t\x0b" * 6 + b"\n",
+        b"2\t\\\\N\t\x0b" + b"\t\x0b" * 6 + b"\n",  # the text \\N, then NULL
+        b"3\t\\b\\f\\v\t" + b"\t\x0b" * 6 + b"\n",
+        b"4\t\\v\t\x0b" + b"\t\x0b" * 6 + b"\n",  # a vertical tab (escaped), not NULL
     ]
     snap = copy_table(FakeConn(rows), TABLE, POINT, tmp_path, chunk_bytes=7)
     got = [(r["C1"], r["C2"], r["C3"]) for r in _read(tmp_path, snap.staged.files)]
@@ -246,7 +252,19 @@ def test_escapes_of_the_text_format_are_undone(tmp_path: Path) -> None:
         (1, "line\nbreak\ttab\rcr\\n not a break", b"\x00\xff"),
         (2, "\\N", None),
         (3, "\b\f\v", b""),
+        (4, "\v", None),
     ]
+
+
+@pytest.mark.parametrize("at", [0, 150, 299])
+def test_an_escape_anywhere_among_clean_blocks_is_undone(tmp_path: Path, at: int) -> None:
+    texts = [f"v{i}" for i in range(300)]
+    texts[at] = "a\\tb\\\\c"
+    rows = [text_row(i, t) for i, t in enumerate(texts)]
+    snap = copy_table(FakeConn(rows), TABLE, POINT, tmp_path, chunk_bytes=256, part_max_rows=64)
+    got = [r["C2"] for r in _read(tmp_path, snap.staged.files)]
+    assert got[at] == "a\tb\\c"
+    assert got[:at] + got[at + 1 :] == [f"v{i}" for i in range(300) if i != at]
 
 
 def test_a_row_longer_than_a_chunk_and_a_single_column_row_of_an_empty_string(tmp_path: Path) -> None:
@@ -282,9 +300,11 @@ def many_rows(count: int, width: int = 100) -> Iterator[bytes]:
 
 
 def bytes_bound(row: int, chunk: int) -> int:
-    """Rows the COPY can still hand over once the parser cancels it: what the parser read for the
-    chunk it was parsing, what fills the pipe and the write buffer, and the row being written."""
-    return (chunk + PIPE_BYTES + (PIPE_BYTES + WRITE_BUFFER_BYTES + row)) // row + 1
+    """Rows the COPY can still hand over once the parser cancels it: the block it parsed and the
+    blocks Arrow read ahead, what the pipe reader buffered, what fills the pipe and the write
+    buffer, and the row being written."""
+    read = (1 + READAHEAD_BLOCKS) * chunk + READ_BUFFER_BYTES
+    return (read + PIPE_BYTES + (PIPE_BYTES + WRITE_BUFFER_BYTES + row)) // row + 1
 
 
 def test_the_deadline_cancels_the_copy_between_chunks(tmp_path: Path) -> None:
@@ -299,7 +319,7 @@ def test_the_deadline_cancels_the_copy_between_chunks(tmp_path: Path) -> None:
 
 
 def test_a_value_that_does_not_fit_cancels_the_copy_and_names_the_column(tmp_path: Path) -> None:
-    bad = b"1\t\\N\t\\N\tNaN" + b"\t\\N" * 5 + b"\n"
+    bad = b"1\t\x0b\t\x0b\tNaN" + b"\t\x0b" * 5 + b"\n"
     conn = FakeConn(itertools.chain([bad], many_rows(100_000)))
     row = len(text_row(0, "x" * 100))
     with pytest.raises(DecodeError, match=r"column 'n' \(numeric\(12,2\)\): value 'NaN'"):
@@ -331,15 +351,76 @@ def test_snapshot_point_refuses_what_is_not_a_snapshot_name(name: str) -> None:
         SnapshotPoint(name, Lsn(1), TAKEN_AT)
 
 
-def test_a_number_the_typed_read_refuses_is_read_again_as_text_and_named(tmp_path: Path) -> None:
+def test_a_number_its_column_cannot_hold_is_named(tmp_path: Path) -> None:
     small = TableSchema(
         "public",
         "s",
         (Column("id", 1, "integer", 23, nullable=False), Column("n", 2, "smallint", 21)),
         ("id",),
     )
-    snap = copy_table(FakeConn([b"1\t-32768\n", b"2\t\\N\n"]), small, POINT, tmp_path / "ok")
+    snap = copy_table(FakeConn([b"1\t-32768\n", b"2\t\x0b\n"]), small, POINT, tmp_path / "ok")
     rows = pq.read_table(tmp_path / "ok" / small.stage_dir / "part-00000.parquet").to_pylist()
     assert [(r["C1"], r["C2"]) for r in rows] == [(1, -32768), (2, None)] and snap.rows == 2
-    with pytest.raises(DecodeError, match=r"column 'n' \(smallint\): value 40000 does not fit"):
+    with pytest.raises(
+        DecodeError, match=r"column 'n' \(smallint\): a value after row 0 is not one of this type.*'40000'"
+    ):
         copy_table(FakeConn([b"1\t5\n", b"2\t40000\n"]), small, POINT, tmp_path / "bad")
+
+
+def test_a_copy_that_breaks_off_raises_its_own_error_not_the_half_row(tmp_path: Path) -> None:
+    from cdc.errors import SourceUnavailable
+
+    lost = psycopg2.OperationalError("server closed the connection unexpectedly")
+    conn = FakeConn(many_rows(5000), fail_with=lost)
+    with pytest.raises(SourceUnavailable, match="server closed the connection unexpectedly") as err:
+        copy_table(conn, TABLE, POINT, tmp_path, chunk_bytes=4096)
+    assert err.value.__cause__ is lost and not conn.cancelled
+    assert conn.statements[-1] == "ROLLBACK"
+
+
+def test_a_failing_upload_cancels_the_copy_and_is_raised(tmp_path: Path) -> None:
+    def on_part(path: Path, f: StagedFile) -> None:
+        raise OSError("No space left on device")
+
+    conn = FakeConn(many_rows(100_000))
+    with pytest.raises(OSError, match="No space left on device"):
+        copy_table(conn, TABLE, POINT, tmp_path, part_max_rows=100, chunk_bytes=1000, on_part=on_part)
+    row = len(text_row(0, "x" * 100))
+    assert conn.cancelled and conn.written <= bytes_bound(row, 1000) + 100 < 100_000
+    assert conn.statements[-1] == "ROLLBACK"
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [b"1\tonly two fields\n"],
+            r"table public.Odd tbl: .* after row 0 could not be read .*Expected 9 columns, got 2",
+        ),
+        (
+            [text_row(1, "ok"), b"2\t\xff\xfe not UTF-8" + b"\t\x0b" * 7 + b"\n"],
+            r"table public.Odd tbl column 't' \(text\): .* after row 1 could not be read .*invalid UTF8 .*check that the server sends UTF-8",
+        ),
+    ],
+)
+def test_copy_output_arrow_cannot_read_is_refused_naming_the_row_and_column(
+    tmp_path: Path, rows: list[bytes], message: str
+) -> None:
+    with pytest.raises(DecodeError, match=message):
+        copy_table(FakeConn(rows), TABLE, POINT, tmp_path, chunk_bytes=8)
+
+
+def test_row_groups_go_to_the_writer_while_a_part_fills(tmp_path: Path) -> None:
+    from cdc.snapshot.parts import ROW_GROUP_BYTES
+
+    text = "y" * (ROW_GROUP_BYTES // 10)  # about ten rows fill a row group
+    rows = [text_row(i, f"{i}{text}") for i in range(35)]
+    snap = copy_table(FakeConn(rows), TABLE, POINT, tmp_path, part_max_rows=30, chunk_bytes=1 << 20)
+    assert [(f.name, f.rows) for f in snap.staged.files] == [
+        ("part-00000.parquet", 30),
+        ("part-00001.parquet", 5),
+    ]
+    first = pq.ParquetFile(tmp_path / TABLE.stage_dir / "part-00000.parquet")
+    assert first.metadata.num_row_groups >= 3 and first.metadata.num_rows == 30
+    got = _read(tmp_path, snap.staged.files)
+    assert [(r["C1"], r["C2"], r["_CDC_SEQ"]) for r in got] == [(i, f"{i}{text}", i) for i in range(35)]

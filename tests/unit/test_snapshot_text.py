@@ -220,6 +220,18 @@ def test_array_json_of_simple_rows() -> None:
     ]
 
 
+def test_null_elements_of_any_case_are_found_in_any_slice_of_the_texts() -> None:
+    table, column = _table("text[]")
+    mapping = column_mapping(column)
+    texts = pa.array(["{x}", "{a,nUlL}", "{nu}", "{ll}", None, "{b}"], pa.string())
+    for piece in (texts, texts.slice(1), texts.slice(2, 2), texts.slice(4), texts.slice(4, 1)):
+        expected = convert_column(table, column, mapping, piece.to_pylist())
+        assert text_to_arrow(table, column, mapping, piece).equals(expected)
+    assert text_to_arrow(table, column, mapping, texts.slice(1, 1)).to_pylist() == ['["a",null]']
+    # "nu" and "ll" end to end spell null, but in two texts: neither holds a null element
+    assert text_to_arrow(table, column, mapping, texts.slice(2, 2)).to_pylist() == ['["nu"]', '["ll"]']
+
+
 def test_copy_text_escapes_are_undone_exactly() -> None:
     table, column = _table("text")
     texts = pa.array(["a\\\\n", "tab\\there \\\\N", None, "x\\b\\f\\v\\r\\n", "plain", "\\\\\\\\"])
