@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 COMMIT_TS_TYPE = pa.timestamp("us", tz="UTC")
-_CONVERT_ERRORS = (
+CONVERT_ERRORS = (
     pa.ArrowInvalid,
     pa.ArrowTypeError,
     pa.ArrowNotImplementedError,
@@ -92,7 +92,7 @@ class _BadValue(Exception):
     """Internal: one value a column cannot hold; the message says why."""
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
@@ -247,7 +247,7 @@ def _each_value(table: TableSchema, column: Column, mapping: TypeMapping, values
 
     def fail(value: Any, reason: str) -> DecodeError:
         return DecodeError(
-            f"table {table.qualified} column {column.name!r} ({column.type_name}): value {_shown(value)} "
+            f"table {table.qualified} column {column.name!r} ({column.type_name}): value {shown(value)} "
             f"{reason}; it cannot be staged as Arrow {mapping.arrow}"
         )
 
@@ -268,11 +268,11 @@ def _each_value(table: TableSchema, column: Column, mapping: TypeMapping, values
 
     try:
         return build(prepared)
-    except _CONVERT_ERRORS as exc:
+    except CONVERT_ERRORS as exc:
         for original, item in zip(values, prepared, strict=True):
             try:
                 build([item])
-            except _CONVERT_ERRORS as one:
+            except CONVERT_ERRORS as one:
                 raise fail(original, f"does not fit ({one})") from one
         raise DecodeError(
             f"table {table.qualified} column {column.name!r} ({column.type_name}): cannot convert the "
@@ -331,7 +331,7 @@ def _whole_column(mapping: TypeMapping, values: Sequence[Any]) -> pa.Array | Non
         if pattern is not None and not pc.all(pc.match_substring_regex(array, f"^(?:{pattern})$")).as_py():
             return None
         return array if mapping.arrow == pa.string() else array.cast(mapping.arrow)
-    except _CONVERT_ERRORS:
+    except CONVERT_ERRORS:
         return None
 
 
@@ -357,7 +357,7 @@ def _number_texts(values: Sequence[Any]) -> pa.Array:
         return joined
     try:
         array = pa.array(values)
-    except _CONVERT_ERRORS:  # texts mixed with JSON integers, or an integer beyond int64
+    except CONVERT_ERRORS:  # texts mixed with JSON integers, or an integer beyond int64
         return pa.array([str(v) if v.__class__ is int else v for v in values])
     return array.cast(pa.string()) if array.type == pa.int64() else array
 

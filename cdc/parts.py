@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cdc.convert import COMMIT_TS_TYPE, convert_column, joined_texts
+from cdc.convert import COMMIT_TS_TYPE, CONVERT_ERRORS, convert_column, joined_texts, shown
 from cdc.errors import DecodeError
 from cdc.model import StagedFile, TableSchema
 from cdc.typemap import TypeMapping, column_mapping
@@ -136,28 +136,17 @@ def _all_null_or(values: Sequence[Any], arrow: pa.DataType) -> pa.Array:
     return pa.array(values, arrow)
 
 
-_TS_ERRORS = (
-    pa.ArrowInvalid,
-    pa.ArrowTypeError,
-    pa.ArrowNotImplementedError,
-    OverflowError,
-    ValueError,
-    TypeError,
-)
-
-
 def commit_timestamps(table: TableSchema, stamps: Sequence[str]) -> pa.Array:
     """``_CDC_COMMIT_TS``: each distinct text (one per transaction) is read once."""
     try:
         texts = joined_texts(stamps)
         codes = pc.dictionary_encode(pa.array(stamps, pa.string()) if texts is None else texts)
         return codes.dictionary.cast(COMMIT_TS_TYPE).take(codes.indices)
-    except _TS_ERRORS as exc:
-        first = repr(stamps[0])
+    except CONVERT_ERRORS as exc:
         raise DecodeError(
             f"table {table.qualified}: a commit timestamp is not in PostgreSQL's form "
             f"'2026-11-29 07:02:32.502865+00' ({exc}); first one: "
-            f"{first if len(first) <= 80 else first[:80] + '...'}"
+            f"{shown(stamps[0])}"
         ) from exc
 
 
