@@ -30,7 +30,7 @@ Then, ``--repeat`` times each (median and range reported):
   the window;
 * apply: the windows the first pipeline repetition staged, loaded into fresh target tables on the
   fakesnow stand-in (``SnowflakeSink.apply``: COPY + MERGE; table creation not timed);
-* snapshot: ``cdc.snapshot.copy.copy_table`` of each table (CSV COPY -> Arrow -> Parquet) vs a raw
+* snapshot: ``cdc.snapshot.copy.copy_table`` of each table (text COPY -> Arrow -> Parquet) vs a raw
   ``COPY table TO STDOUT (FORMAT binary)`` into a byte counter.
 
 A profiled pipeline run (cProfile of the reading thread, own slot) lists the top functions.
