@@ -64,6 +64,7 @@ import psycopg2.extras  # noqa: E402
 
 from cdc.model import Lsn  # noqa: E402
 from cdc.source.slot import SESSION_OPTIONS  # noqa: E402
+from cdc.source.tls import enable_read_ahead  # noqa: E402
 from cdc.source.wal2json import WAL2JSON_OPTIONS  # noqa: E402
 
 PG_RECVLOGICAL = "/usr/lib/postgresql/15/bin/pg_recvlogical"
@@ -77,7 +78,8 @@ def decode_ceiling(dsn: str, admin_dsn: str, slot: str, expected_messages: int) 
 
     Like the pipeline's reader, it sleeps 2 ms whenever the socket is empty, so the walsender
     (which sends and flushes each change on its own) fills the socket instead of waking the
-    reader per message; its CPU time and the walsender's are reported."""
+    reader per message, and it reads with TLS read-ahead (``cdc.source.tls``); its CPU time and
+    the walsender's are reported."""
     clock = WalsenderClock(admin_dsn, slot)
     cpu_before = time.process_time()
     started = time.monotonic()
@@ -87,6 +89,7 @@ def decode_ceiling(dsn: str, admin_dsn: str, slot: str, expected_messages: int) 
     try:
         cur = conn.cursor()
         cur.start_replication(slot_name=slot, decode=False, options=WAL2JSON_OPTIONS)
+        enable_read_ahead(conn)
         messages = payload = 0
         deadline = started + 3600
         while messages < expected_messages:

@@ -212,11 +212,13 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
 
     from cdc.model import Lsn
     from cdc.source.slot import BATCH_WAIT_S, IDLE_POLL_S, KEEPALIVE_EVERY_S, PostgresSource, classify_error
+    from cdc.source.tls import enable_read_ahead
 
     source = PostgresSource(config["params"], config["slot"])
     conn = source.replication_connection()
     try:
         cur = source.start_replication(conn, Lsn(int(config["start"])))
+        ahead = enable_read_ahead(conn)  # only now that the connection streams (see cdc.source.tls)
         read = cur.read_message
         server = int(config["start"])
         batch: list[bytes] = []
@@ -252,6 +254,11 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
             if flowing:
                 flowing = False
                 time.sleep(BATCH_WAIT_S)
+                continue
+            if ahead is not None and ahead.pending():
+                # TLS records read ahead are waiting: not idle (one read in part waits for its rest)
+                if in_fd in select.select([cur, in_fd], [], [], BATCH_WAIT_S)[0]:
+                    return
                 continue
             if cur.wal_end and cur.wal_end > server:
                 server = cur.wal_end

@@ -20,6 +20,7 @@ from cdc.model import Begin, Commit, Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
 from cdc.source.lookup import current_text
 from cdc.source.receiver import MESSAGES, POSITION, Receiver
+from cdc.source.tls import enable_read_ahead
 from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
 
 log = logging.getLogger(__name__)
@@ -280,6 +281,7 @@ class PostgresSource:
         server = position.server_lsn.value
         try:
             cur = self.start_replication(conn, start)
+            ahead = enable_read_ahead(conn)  # only now that the connection streams (see cdc.source.tls)
             in_txn = False
             flowing = False
             last_keepalive = time.monotonic()
@@ -308,6 +310,10 @@ class PostgresSource:
                     time.sleep(BATCH_WAIT_S)
                     continue
                 now = time.monotonic()
+                if ahead is not None and now < deadline and ahead.pending():
+                    # TLS records read ahead are waiting: not idle (one read in part waits for its rest)
+                    select.select([cur], [], [], BATCH_WAIT_S)
+                    continue
                 if cur.wal_end and cur.wal_end > server:
                     server = cur.wal_end
                 position.server_lsn = Lsn(server)
