@@ -201,8 +201,10 @@ class RowChange(msgspec.Struct, frozen=True, gc=False, tag_field="action"):
 
     ``columns`` is the new row (I, U), ``identity`` the old key (U, D), each a list of ``Field``
     in the plugin's order; ``lsn`` is the change's LSN as text. One subclass per operation, so
-    ``op`` is a class attribute. Names are not checked for duplicates here: the consumer places
-    values by name and reports a duplicate (``WindowWriter`` does).
+    ``op`` is a class attribute; each subclass requires what its operation must carry, so the
+    decoder rejects an insert without columns or a delete without its old key. Names are not
+    checked for duplicates here: the consumer places values by name and reports a duplicate
+    (``WindowWriter`` does).
     """
 
     op: ClassVar[Op]
@@ -249,26 +251,24 @@ class RowChange(msgspec.Struct, frozen=True, gc=False, tag_field="action"):
                 Field(k, v, positions[i] if i < len(positions) else None)
                 for i, (k, v) in enumerate(change.values.items())
             ]
-        return cls(
-            change.schema,
-            change.table,
-            str(change.lsn),
-            change.xid,
-            columns,
-            None if change.identity is None else [Field(k, v) for k, v in change.identity.items()],
-        )
+        identity = None if change.identity is None else [Field(k, v) for k, v in change.identity.items()]
+        lsn = str(change.lsn)
+        return cls(change.schema, change.table, lsn, change.xid, columns=columns, identity=identity)
 
 
-class RowInsert(RowChange, frozen=True, gc=False, tag="I"):
+class RowInsert(RowChange, frozen=True, gc=False, tag="I", kw_only=True):
     op: ClassVar[Op] = "I"
+    columns: list[Field]
 
 
-class RowUpdate(RowChange, frozen=True, gc=False, tag="U"):
+class RowUpdate(RowChange, frozen=True, gc=False, tag="U", kw_only=True):
     op: ClassVar[Op] = "U"
+    columns: list[Field]
 
 
-class RowDelete(RowChange, frozen=True, gc=False, tag="D"):
+class RowDelete(RowChange, frozen=True, gc=False, tag="D", kw_only=True):
     op: ClassVar[Op] = "D"
+    identity: list[Field]
 
 
 class RowTruncate(RowChange, frozen=True, gc=False, tag="T"):
@@ -316,12 +316,8 @@ def parse_row(payload: bytes) -> Begin | Commit | RowChange | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         message = None
     if isinstance(message, RowChange):
-        if (
-            _LSN_TEXT.fullmatch(message.lsn)
-            and (message.columns is not None or message.op in ("D", "T"))
-            and (message.identity is not None or message.op != "D")
-            and _NEGATIVE_ZERO.search(payload) is None
-        ):
+        # the decoder saw to the fields each operation requires
+        if _LSN_TEXT.fullmatch(message.lsn) and _NEGATIVE_ZERO.search(payload) is None:
             return message
     elif isinstance(message, _Frame):
         if _LSN_TEXT.fullmatch(message.lsn) and _LSN_TEXT.fullmatch(message.nextlsn):
