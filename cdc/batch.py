@@ -79,10 +79,11 @@ class _TableBuffer:
 
     Waiting rows sit one after the other in one flat list (``width`` values each: the table's
     values in column order, then the META_COLUMNS values, then the origin key columns), so a row
-    costs no container of its own; a flush slices the list into columns.
+    costs no container of its own; a flush slices the list into columns. Rows and inserts are
+    counted when they leave the list, so adding a row updates no counter.
     """
 
-    def __init__(self, table: TableSchema, spool_dir: Path) -> None:
+    def __init__(self, table: TableSchema, spool_dir: Path, part_max_rows: int) -> None:
         if not table.key:
             raise SchemaError(
                 f"table {table.qualified} has no primary key: changes cannot be merged by key. "
@@ -102,6 +103,8 @@ class _TableBuffer:
         self.key_index = [self.index[k] for k in table.key]
         self.no_origin = (None,) * len(table.key)
         self.width = len(table.columns) + len(META_COLUMNS) + len(table.key)
+        self.full = part_max_rows * self.width  # ``waiting`` holds a whole part at this length
+        self.op_index = len(table.columns) + [name for name, _ in META_COLUMNS].index("_CDC_OP")
         self.aliases: dict[str, str | None] = {}
         # a change's column is the table's column of the same attnum (wal2json's positions): a
         # column dropped and added again under its name, or renamed, is never taken for another
@@ -109,13 +112,12 @@ class _TableBuffer:
         self.by_attnum = {col.attnum: col.name for col in table.columns}
         self.attnum_aliases: dict[int, str | None] = {}
         self.waiting: list[Any] = []
-        self.pending = 0  # rows in ``waiting``
         # key now -> (key before its first move in this window, seq of that move)
         self.moved: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
         self.files: list[StagedFile] = []
         self.parts = 0  # parts started (a part is added to ``files`` once written)
-        self.rows = 0
-        self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}
+        self.taken = 0  # rows that left ``waiting`` for a part
+        self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}  # inserts counted as they leave ``waiting``
         self.truncate: tuple[int, int] | None = None
 
     def known(self, names: dict[str, Any], aliases: dict[str, str | None]) -> dict[str, Any]:
@@ -157,11 +159,23 @@ class _TableBuffer:
             row[i] = value
         return row
 
+    @property
+    def pending(self) -> int:
+        """Rows waiting in the buffer."""
+        return len(self.waiting) // self.width
+
+    @property
+    def rows(self) -> int:
+        """Rows emitted in this window (a primary-key change emits two)."""
+        return self.taken + self.pending
+
     def take(self, resolver: ValueLookup | None) -> list[list[Any]]:
         """The waiting rows as columns (values, META_COLUMNS, origins); the buffer is empty after."""
-        flat, self.waiting, self.pending = self.waiting, [], 0
+        flat, self.waiting = self.waiting, []
         columns = [flat[i :: self.width] for i in range(self.width)]
         del flat
+        self.taken += len(columns[0])
+        self.ops["I"] += columns[self.op_index].count("I")  # each insert emits one "I" row, nothing else does
         if resolver is not None:  # NaN/Infinity that wal2json sent as null: read them at the source
             n = len(self.names)
             fill_from_source(self.table, self.mappings, columns[:n], columns[n + 2], columns[n + 4], resolver)
@@ -206,7 +220,6 @@ class WindowWriter:
         self._resolver = resolver
         self._tables: dict[tuple[str, str], _TableBuffer] = {}
         self._seq = 0
-        self._rows = 0
         self._bytes = 0
         self._writer = PartWriter() if background else None
         self._result: list[StagedTable] | None = None
@@ -214,7 +227,7 @@ class WindowWriter:
     @property
     def rows(self) -> int:
         """Rows emitted so far (a primary-key change emits two)."""
-        return self._rows
+        return sum(buf.rows for buf in self._tables.values())
 
     @property
     def bytes_written(self) -> int:
@@ -242,12 +255,8 @@ class WindowWriter:
                 buf.moved.pop(tuple(waiting[base + i] for i in buf.key_index), None)
             waiting += (lsn, self._seq, "I", commit_ts, None, False, None)
             waiting += buf.no_origin
-            buf.pending += 1
-            buf.rows += 1
-            buf.ops["I"] += 1
             self._seq += 1
-            self._rows += 1
-            if buf.pending >= self._part_max_rows:
+            if len(waiting) >= buf.full:
                 self._flush(buf)
             return
         if op == "U":
@@ -325,7 +334,7 @@ class WindowWriter:
     def _buffer(self, schema: str, table: str) -> _TableBuffer:
         buf = self._tables.get((schema, table))
         if buf is None:
-            buf = _TableBuffer(self._schema_for(schema, table), self._spool_dir)
+            buf = _TableBuffer(self._schema_for(schema, table), self._spool_dir, self._part_max_rows)
             for col, mapping in zip(buf.table.columns, buf.mappings, strict=True):
                 if mapping.kind == "text":
                     log.warning(
@@ -355,16 +364,13 @@ class WindowWriter:
         waiting += row
         waiting += (lsn, self._seq, op, ts, unchanged, moved, chain)
         waiting += buf.no_origin if origin is None else origin
-        buf.pending += 1
-        buf.rows += 1
         self._seq += 1
-        self._rows += 1
-        if buf.pending >= self._part_max_rows:
+        if len(waiting) >= buf.full:
             self._flush(buf)
 
     def _flush(self, buf: _TableBuffer) -> None:
         """Hand the buffer's rows to the part writer (or write them now, without background)."""
-        if not buf.pending:
+        if not buf.waiting:
             return
         columns = buf.take(self._resolver)
         path = buf.dir / part_name(buf.parts)
