@@ -263,7 +263,8 @@ class PostgresSource:
 
         The walsender sends one message per change and flushes each: a reader that woke for each
         would double the walsender's work. So once the socket runs dry while data is flowing, the
-        reader sleeps ``BATCH_WAIT_S`` and then takes what arrived meanwhile in one go.
+        reader sleeps ``BATCH_WAIT_S`` and then takes what arrived meanwhile in one go. Once the
+        connection streams, OpenSSL reads TLS records ahead (``cdc.source.tls``).
 
         With a backlog of at least ``receive_process_min_bytes`` (WAL from ``start`` to ``until``),
         a child process receives the messages (``cdc.source.receiver``) and this process parses
