@@ -37,10 +37,11 @@ META_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 # moved row from its origin. ``_CDC_MOVED`` marks the row a key change moved in.
 
 
-# as the snapshot writes its parts: no dictionary pages (trying them cost a third of the encoding
-# time of a window's part and made it 5-30% larger, measured on a mixed table and a narrow one), and
-# min/max statistics for the LSN and sequence only (nothing reads the others)
-_WRITE_OPTIONS: dict[str, Any] = {
+# the window's parts and the snapshot's alike: no dictionary pages (the columns are mostly
+# high-cardinality; trying a dictionary cost a third of the encoding time of a window's part and made
+# it 5-30% larger, measured on a mixed table and a narrow one), and min/max statistics for the LSN and
+# sequence only (nothing reads the others; they cost 30% of the encoding of a table with long strings)
+PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "use_dictionary": False,
     "write_statistics": ["_CDC_LSN", "_CDC_SEQ"],
@@ -161,7 +162,7 @@ def write_part(
     data = part_table(table, mappings, schema, columns)
     columns.clear()  # the Python values are no longer needed while the file is written
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(data, path, **_WRITE_OPTIONS)
+    pq.write_table(data, path, **PARQUET_OPTIONS)
     size, digest = file_digest(path)
     return StagedFile(name=path.name, rows=data.num_rows, bytes=size, sha256=digest)
 
