@@ -8,10 +8,12 @@
   comes from ``os.wait4``. Peak memory must not grow with N. ``--tracemalloc`` also lists the
   largest Python allocation sites at the end of the read (slower).
 * snapshot: tables ``bench_snap.accounts`` (N rows, like pgbench_accounts) and
-  ``bench_snap.wide`` (N/3 rows, 15 mixed columns with an array), then ``--repeat`` alternating
+  ``bench_snap.wide`` (N/3 rows, 15 mixed columns with an array), then ``--snapshot-repeat`` alternating
   pairs of a raw ``COPY table TO STDOUT (FORMAT binary)`` into a byte counter and
   ``cdc.snapshot.copy.copy_table`` (COPY -> Arrow -> Parquet parts); wall time, client and server
-  (the backend's ``/proc`` CPU time) seconds of each, median ratio.
+  (the backend's ``/proc`` CPU time) seconds of each, median ratio. A warm-up pair runs first and
+  is reported apart (``warm_up``): the first copy in a process also starts Arrow's thread pool and
+  grows its memory pools.
 * apply: K tables of R rows each staged as one window, then applied with ``cdc.apply.apply_tables``
   into fresh targets on the fakesnow stand-in, one table at a time and ``apply_parallelism`` at a
   time; the same rows in one table for comparison.
@@ -271,9 +273,8 @@ class _Counter:
 
 
 def snapshot(env: dict[str, Any], rows: int, repeat: int, log: Log) -> dict[str, Any]:
-    """copy_table against a raw binary COPY of the same table, alternating, ``repeat`` pairs each."""
-    from cdc.snapshot.copy import copy_table
-    from cdc.snapshot.export import create_temporary_snapshot, open_copy_connection
+    """copy_table against a raw binary COPY of the same table, alternating, ``repeat`` pairs each
+    after a warm-up pair."""
     from cdc.source.catalog import load_catalog
     from cdc.source.slot import SESSION_OPTIONS
 
@@ -299,25 +300,13 @@ def snapshot(env: dict[str, Any], rows: int, repeat: int, log: Log) -> dict[str,
         finally:
             conn.close()
         for (_, name), table in sorted(catalog.tables.items()):
+            # the first copy_table in a process also pays one-time costs (Arrow's thread pool and
+            # memory pools, the first Parquet writer): a warm-up pair, reported apart, not in the median
+            cold = _snapshot_pair(dsn, params, table)
+            log(f"snapshot {name} warm-up: raw {cold[0][0]:.2f} s, copy_table {cold[1][0]:.2f} s")
             pairs = []
             for _ in range(repeat):
-                conn = psycopg2.connect(dsn)
-                pid, counter = conn.info.backend_pid, _Counter()
-                s0, c0, t0 = _cpu_s(pid), time.process_time(), time.monotonic()
-                conn.cursor().copy_expert(f"COPY {SNAP_SCHEMA}.{name} TO STDOUT (FORMAT binary)", counter)
-                raw = (time.monotonic() - t0, time.process_time() - c0, _cpu_s(pid) - s0)
-                conn.close()
-                with create_temporary_snapshot(params, "bench_ph_snap") as snap:
-                    copy_conn = open_copy_connection(params)
-                    pid = copy_conn.info.backend_pid
-                    try:
-                        with tempfile.TemporaryDirectory(prefix="bench-snap-") as spool:
-                            s0, c0, t0 = _cpu_s(pid), time.process_time(), time.monotonic()
-                            copied = copy_table(copy_conn, table, snap.point, Path(spool))
-                            ours = (time.monotonic() - t0, time.process_time() - c0, _cpu_s(pid) - s0)
-                            parquet = sum(f.bytes for f in copied.staged.files)
-                    finally:
-                        copy_conn.close()
+                raw, ours, counter, copied, parquet = _snapshot_pair(dsn, params, table)
                 pairs.append((raw, ours))
                 log(
                     f"snapshot {name}: raw {raw[0]:.2f} s, copy_table {ours[0]:.2f} s "
@@ -336,12 +325,41 @@ def snapshot(env: dict[str, Any], rows: int, repeat: int, log: Log) -> dict[str,
                 "copy_table": {"wall_s": med(1, 0), "client_cpu_s": med(1, 1), "server_cpu_s": med(1, 2)},
                 "ratios": [round(p[0][0] / p[1][0], 3) for p in pairs],
                 "ratio_copy_table_to_raw": round(statistics.median(p[0][0] / p[1][0] for p in pairs), 3),
+                "warm_up": {"raw_wall_s": round(cold[0][0], 3), "copy_table_wall_s": round(cold[1][0], 3)},
             }
     finally:
         with admin.cursor() as cur:
             cur.execute(f"DROP SCHEMA IF EXISTS {SNAP_SCHEMA} CASCADE")
         admin.close()
     return out
+
+
+def _snapshot_pair(dsn: str, params: dict[str, Any], table: Any) -> tuple[Any, ...]:
+    """A raw binary COPY of ``table`` into a byte counter, then copy_table of it at a fresh snapshot:
+    (wall, client CPU, server CPU) seconds of each, the counter, the copy's result, its Parquet bytes."""
+    from cdc.snapshot.copy import copy_table
+    from cdc.snapshot.export import create_temporary_snapshot, open_copy_connection
+
+    conn = psycopg2.connect(dsn)
+    try:
+        pid, counter = conn.info.backend_pid, _Counter()
+        s0, c0, t0 = _cpu_s(pid), time.process_time(), time.monotonic()
+        conn.cursor().copy_expert(f"COPY {table.schema}.{table.name} TO STDOUT (FORMAT binary)", counter)
+        raw = (time.monotonic() - t0, time.process_time() - c0, _cpu_s(pid) - s0)
+    finally:
+        conn.close()
+    with create_temporary_snapshot(params, "bench_ph_snap") as snap:
+        copy_conn = open_copy_connection(params)
+        pid = copy_conn.info.backend_pid
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-snap-") as spool:
+                s0, c0, t0 = _cpu_s(pid), time.process_time(), time.monotonic()
+                copied = copy_table(copy_conn, table, snap.point, Path(spool))
+                ours = (time.monotonic() - t0, time.process_time() - c0, _cpu_s(pid) - s0)
+                parquet = sum(f.bytes for f in copied.staged.files)
+        finally:
+            copy_conn.close()
+    return raw, ours, counter, copied, parquet
 
 
 # -- apply ------------------------------------------------------------------------------------------
@@ -455,7 +473,7 @@ def run_phases(opts: Any, env: dict[str, Any], settings: Any, log: Log) -> dict[
             sizes = [int(s) for s in opts.big_txn.split(",") if s.strip()]
             result["big_txn"] = big_txn(env, sizes, log, opts.tracemalloc)
         if opts.snapshot_rows:
-            result["snapshot"] = snapshot(env, opts.snapshot_rows, opts.repeat, log)
+            result["snapshot"] = snapshot(env, opts.snapshot_rows, opts.snapshot_repeat, log)
         if opts.apply_tables:
             result["apply"] = apply(env, settings, opts.apply_tables, opts.apply_rows, opts.repeat, log)
     finally:
