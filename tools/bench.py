@@ -184,47 +184,6 @@ def apply_windows(settings: Any, stage_dir: str, prefixes: list[str]) -> dict[st
     return {"seconds": seconds, "loaded_rows": rows, "target_rows": counts}
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def write(self, data: bytes) -> int:
-        self.bytes += len(data)
-        return len(data)
-
-
-def snapshot_pair(dsn: str, table: Any) -> dict[str, Any]:
-    from cdc.snapshot.copy import copy_table
-    from cdc.snapshot.export import create_temporary_snapshot, open_copy_connection
-
-    params = psycopg2.extensions.parse_dsn(dsn)
-    conn = psycopg2.connect(dsn)
-    try:
-        counter = _Counter()
-        started = time.monotonic()
-        with conn.cursor() as cur:
-            cur.copy_expert(f'COPY "{table.schema}"."{table.name}" TO STDOUT (FORMAT binary)', counter)
-        raw_s = time.monotonic() - started
-    finally:
-        conn.close()
-    with create_temporary_snapshot(params, "bench_snap") as snap:
-        copy_conn = open_copy_connection(params)
-        try:
-            with tempfile.TemporaryDirectory(prefix="bench-snap-") as spool:
-                started = time.monotonic()
-                result = copy_table(copy_conn, table, snap.point, Path(spool))
-                copy_s = time.monotonic() - started
-        finally:
-            copy_conn.close()
-    return {
-        "raw_seconds": raw_s,
-        "raw_bytes": counter.bytes,
-        "copy_seconds": copy_s,
-        "rows": result.rows,
-        "csv_bytes": result.bytes_read,
-    }
-
-
 # -- driver ---------------------------------------------------------------------------------------
 def drop_bench_slots(admin: Any) -> None:
     with admin.cursor() as cur:
@@ -463,8 +422,11 @@ def measure_apply(
 
 
 def measure_snapshot(dsn: str, repeat: int) -> dict[str, Any]:
+    from bench_phases import snapshot_pair
+
     from cdc.source.catalog import load_catalog
 
+    params = psycopg2.extensions.parse_dsn(dsn)
     catalog_conn = psycopg2.connect(dsn, options=SESSION_OPTIONS)
     try:
         catalog = load_catalog(catalog_conn, TABLES)
@@ -474,19 +436,16 @@ def measure_snapshot(dsn: str, repeat: int) -> dict[str, Any]:
     for _ident, table in sorted(catalog.tables.items()):
         # the first copy_table in a process also starts Arrow's thread pool and grows its memory
         # pools: a warm-up pair, reported apart and left out of the median
-        warm_up = snapshot_pair(dsn, table)
-        pairs = [snapshot_pair(dsn, table) for _ in range(repeat)]
-        rows = pairs[0]["rows"]
+        warm_up = snapshot_pair(dsn, params, table)
+        pairs = [snapshot_pair(dsn, params, table) for _ in range(repeat)]
+        rows = pairs[0].copied.rows
         out[table.qualified] = {
             "rows": rows,
-            "raw_copy_bytes": pairs[0]["raw_bytes"],
-            "raw_copy_rows_per_s": stats([rows / p["raw_seconds"] for p in pairs]),
-            "copy_table_rows_per_s": stats([rows / p["copy_seconds"] for p in pairs]),
-            "ratio_copy_table_to_raw": stats([p["raw_seconds"] / p["copy_seconds"] for p in pairs]),
-            "warm_up": {
-                "raw_seconds": round(warm_up["raw_seconds"], 3),
-                "copy_seconds": round(warm_up["copy_seconds"], 3),
-            },
+            "raw_copy_bytes": pairs[0].raw_bytes,
+            "raw_copy_rows_per_s": stats([rows / p.raw[0] for p in pairs]),
+            "copy_table_rows_per_s": stats([rows / p.ours[0] for p in pairs]),
+            "ratio_copy_table_to_raw": stats([p.raw[0] / p.ours[0] for p in pairs]),
+            "warm_up": {"raw_seconds": round(warm_up.raw[0], 3), "copy_seconds": round(warm_up.ours[0], 3)},
         }
     return out
 

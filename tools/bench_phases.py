@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -302,30 +302,30 @@ def snapshot(env: dict[str, Any], rows: int, repeat: int, log: Log) -> dict[str,
         for (_, name), table in sorted(catalog.tables.items()):
             # the first copy_table in a process also pays one-time costs (Arrow's thread pool and
             # memory pools, the first Parquet writer): a warm-up pair, reported apart, not in the median
-            cold = _snapshot_pair(dsn, params, table)
-            log(f"snapshot {name} warm-up: raw {cold[0][0]:.2f} s, copy_table {cold[1][0]:.2f} s")
+            cold = snapshot_pair(dsn, params, table)
+            log(f"snapshot {name} warm-up: raw {cold.raw[0]:.2f} s, copy_table {cold.ours[0]:.2f} s")
             pairs = []
             for _ in range(repeat):
-                raw, ours, counter, copied, parquet = _snapshot_pair(dsn, params, table)
-                pairs.append((raw, ours))
+                pair = snapshot_pair(dsn, params, table)
+                pairs.append((pair.raw, pair.ours))
                 log(
-                    f"snapshot {name}: raw {raw[0]:.2f} s, copy_table {ours[0]:.2f} s "
-                    f"(ratio {raw[0] / ours[0]:.2f})"
+                    f"snapshot {name}: raw {pair.raw[0]:.2f} s, copy_table {pair.ours[0]:.2f} s "
+                    f"(ratio {pair.raw[0] / pair.ours[0]:.2f})"
                 )
 
             def med(i: int, j: int, pairs: list[Any] = pairs) -> float:
                 return round(statistics.median(p[i][j] for p in pairs), 3)
 
             out[table.qualified] = {
-                "rows": copied.rows,
-                "raw_copy_bytes": counter.bytes,
-                "copy_bytes": copied.bytes_read,
-                "parquet_bytes": parquet,
+                "rows": pair.copied.rows,
+                "raw_copy_bytes": pair.raw_bytes,
+                "copy_bytes": pair.copied.bytes_read,
+                "parquet_bytes": pair.parquet_bytes,
                 "raw": {"wall_s": med(0, 0), "client_cpu_s": med(0, 1), "server_cpu_s": med(0, 2)},
                 "copy_table": {"wall_s": med(1, 0), "client_cpu_s": med(1, 1), "server_cpu_s": med(1, 2)},
                 "ratios": [round(p[0][0] / p[1][0], 3) for p in pairs],
                 "ratio_copy_table_to_raw": round(statistics.median(p[0][0] / p[1][0] for p in pairs), 3),
-                "warm_up": {"raw_wall_s": round(cold[0][0], 3), "copy_table_wall_s": round(cold[1][0], 3)},
+                "warm_up": {"raw_wall_s": round(cold.raw[0], 3), "copy_table_wall_s": round(cold.ours[0], 3)},
             }
     finally:
         with admin.cursor() as cur:
@@ -334,9 +334,16 @@ def snapshot(env: dict[str, Any], rows: int, repeat: int, log: Log) -> dict[str,
     return out
 
 
-def _snapshot_pair(dsn: str, params: dict[str, Any], table: Any) -> tuple[Any, ...]:
-    """A raw binary COPY of ``table`` into a byte counter, then copy_table of it at a fresh snapshot:
-    (wall, client CPU, server CPU) seconds of each, the counter, the copy's result, its Parquet bytes."""
+class SnapshotPair(NamedTuple):
+    raw: tuple[float, float, float]  # wall, client CPU and server CPU seconds of the raw COPY
+    ours: tuple[float, float, float]  # the same of copy_table
+    raw_bytes: int
+    copied: Any  # copy_table's SnapshotTable
+    parquet_bytes: int
+
+
+def snapshot_pair(dsn: str, params: dict[str, Any], table: Any) -> SnapshotPair:
+    """A raw binary COPY of ``table`` into a byte counter, then copy_table of it at a fresh snapshot."""
     from cdc.snapshot.copy import copy_table
     from cdc.snapshot.export import create_temporary_snapshot, open_copy_connection
 
@@ -344,7 +351,7 @@ def _snapshot_pair(dsn: str, params: dict[str, Any], table: Any) -> tuple[Any, .
     try:
         pid, counter = conn.info.backend_pid, _Counter()
         s0, c0, t0 = _cpu_s(pid), time.process_time(), time.monotonic()
-        conn.cursor().copy_expert(f"COPY {table.schema}.{table.name} TO STDOUT (FORMAT binary)", counter)
+        conn.cursor().copy_expert(f'COPY "{table.schema}"."{table.name}" TO STDOUT (FORMAT binary)', counter)
         raw = (time.monotonic() - t0, time.process_time() - c0, _cpu_s(pid) - s0)
     finally:
         conn.close()
@@ -359,7 +366,7 @@ def _snapshot_pair(dsn: str, params: dict[str, Any], table: Any) -> tuple[Any, .
                 parquet = sum(f.bytes for f in copied.staged.files)
         finally:
             copy_conn.close()
-    return raw, ours, counter, copied, parquet
+    return SnapshotPair(raw, ours, counter.bytes, copied, parquet)
 
 
 # -- apply ------------------------------------------------------------------------------------------
