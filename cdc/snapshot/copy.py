@@ -44,14 +44,13 @@ from cdc.batch import part_schema
 from cdc.errors import CdcError, SchemaError, SourceError
 from cdc.model import StagedFile, TableSchema
 from cdc.snapshot.export import SnapshotPoint
-from cdc.snapshot.parts import COPY_OPTIONS, PARQUET_OPTIONS, CopyProgress, SnapshotTable, TableParts
+from cdc.snapshot.parts import COPY_OPTIONS, CopyProgress, SnapshotTable, TableParts
 from cdc.source.slot import classify_error
 from cdc.typemap import column_mapping
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_PART_MAX_BYTES",
-    "PARQUET_OPTIONS",
     "PIPE_BYTES",
     "READAHEAD_BLOCKS",
     "READ_BUFFER_BYTES",

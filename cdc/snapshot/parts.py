@@ -31,13 +31,12 @@ from cdc.errors import DecodeError
 from cdc.model import Column, Lsn, StagedFile, StagedTable, TableSchema
 from cdc.snapshot.export import SnapshotPoint, snapshot_row_lsn
 from cdc.snapshot.text import text_to_arrow, unescape_copy_text
-from cdc.snapshot.writer import PARQUET_OPTIONS, PartWriter
+from cdc.snapshot.writer import PartWriter
 from cdc.typemap import TypeMapping, column_mapping
 
 __all__ = [
     "COPY_OPTIONS",
     "NULL_MARK",
-    "PARQUET_OPTIONS",
     "ROW_GROUP_BYTES",
     "TEXT_FORMAT",
     "CopyProgress",

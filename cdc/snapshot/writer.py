@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from cdc.model import StagedFile
 from cdc.parts import PARQUET_OPTIONS, file_digest, part_name
 
-__all__ = ["MAX_QUEUED", "PARQUET_OPTIONS", "PartWriter"]
+__all__ = ["MAX_QUEUED", "PartWriter"]
 
 log = logging.getLogger(__name__)
 
