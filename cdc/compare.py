@@ -64,6 +64,7 @@ from psycopg2 import sql
 
 from cdc.convert import parse_money, pg_array_json
 from cdc.model import Column, TableSchema
+from cdc.source.catalog import relation_sql
 from cdc.typemap import TypeMapping, column_mapping
 
 _TSTZ_AD = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?)([+-]\d\d)(?::(\d\d))?(?::(\d\d))?")
@@ -327,9 +328,7 @@ def source_select_sql(table: TableSchema) -> sql.Composed:
         )
         for c in table.columns
     )
-    return sql.SQL("SELECT {} FROM {}.{}").format(
-        cols, sql.Identifier(table.schema), sql.Identifier(table.name)
-    )
+    return sql.SQL("SELECT {} FROM {}").format(cols, relation_sql(table))
 
 
 # --- comparison -----------------------------------------------------------------------------------

@@ -74,12 +74,18 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSchema:
-    """A replicated source table: its columns in attnum order and its key columns."""
+    """A replicated source table: its columns in attnum order and its key columns.
+
+    ``partitioned``: a partitioned table, whose rows are its partitions' (wal2json names the
+    partition of each change; the catalog maps it to this table). A table that is not is read
+    without the rows of tables that inherit from it, which wal2json reports under their own names
+    (``cdc.source.catalog.relation_sql``)."""
 
     schema: str
     name: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
+    partitioned: bool = False
 
     @property
     def qualified(self) -> str:

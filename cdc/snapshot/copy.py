@@ -45,6 +45,7 @@ from cdc.errors import CdcError, SchemaError, SourceError
 from cdc.model import StagedFile, TableSchema
 from cdc.snapshot.export import SnapshotPoint
 from cdc.snapshot.parts import COPY_OPTIONS, CopyProgress, SnapshotTable, TableParts
+from cdc.source.catalog import relation_sql
 from cdc.source.slot import classify_error
 from cdc.typemap import column_mapping
 
@@ -102,7 +103,7 @@ def copy_sql(table: TableSchema) -> pgsql.Composed:
         bytea = column_mapping(col).kind == "bytes"
         items.append(pgsql.SQL("encode({}, 'hex')").format(ref) if bytea else ref)
     return pgsql.SQL("COPY (SELECT {} FROM {}) TO STDOUT {}").format(
-        pgsql.SQL(", ").join(items), pgsql.Identifier(table.schema, table.name), pgsql.SQL(COPY_OPTIONS)
+        pgsql.SQL(", ").join(items), relation_sql(table), pgsql.SQL(COPY_OPTIONS)
     )
 
 

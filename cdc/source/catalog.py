@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg2 import sql
+
 from cdc.model import Column, TableSchema
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,7 @@ SYSTEM_SCHEMA_FILTER = (
 )
 
 _TABLES_SQL = f"""
-SELECT c.oid, n.nspname, c.relname, c.relreplident
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {SYSTEM_SCHEMA_FILTER}
 ORDER BY n.nspname, c.relname
@@ -96,6 +98,13 @@ def target_spelling(name: str) -> str:
     return name.upper() if _PLAIN.fullmatch(name) else name
 
 
+def relation_sql(table: TableSchema) -> sql.Composed:
+    """The table in a query that reads its rows as the stream sees them: ``ONLY "s"."t"``, without
+    the rows of tables that inherit from it (wal2json reports their changes under their own names),
+    or ``"s"."t"`` for a partitioned table, whose rows are its partitions'."""
+    return sql.SQL("{}" if table.partitioned else "ONLY {}").format(sql.Identifier(table.schema, table.name))
+
+
 def pg_name(schema: str, table: str) -> str:
     """``"schema"."table"`` as PostgreSQL reads it, embedded quotes doubled."""
     return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
@@ -170,8 +179,8 @@ def load_catalog(
     with conn.cursor() as cur:
         cur.execute(_TABLES_SQL)
         rels = [
-            (oid, schema, name, replident)
-            for oid, schema, name, replident in cur.fetchall()
+            (oid, schema, name, replident, relkind)
+            for oid, schema, name, replident, relkind in cur.fetchall()
             if not wanted or (schema, name) in wanted
         ]
         oids = [r[0] for r in rels]
@@ -217,7 +226,7 @@ def load_catalog(
             "(or is a partition): check the name"
         )
         fixes[(schema, table)] = "fix the name in source_tables (CDC_SOURCE_TABLES)"
-    for oid, schema, name, replident in rels:
+    for oid, schema, name, replident, relkind in rels:
         if replident == "n":  # wal2json would skip its updates and deletes with only a server warning
             refused[(schema, name)], fixes[(schema, name)] = replica_identity_nothing(schema, name)
             continue
@@ -251,7 +260,9 @@ def load_catalog(
             )
             fixes[(schema, name)] = NO_KEY_FIX
             continue
-        tables[(schema, name)] = TableSchema(schema, name, tuple(columns[oid]), tuple(key))
+        tables[(schema, name)] = TableSchema(
+            schema, name, tuple(columns[oid]), tuple(key), partitioned=relkind == "p"
+        )
         table_oids[(schema, name)] = int(oid)
     # tables whose targets collide are refused together: the others go on
     for ident, note in target_collisions(tables).items():

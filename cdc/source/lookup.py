@@ -33,6 +33,7 @@ from psycopg2 import sql
 
 from cdc.errors import SourceError, SourceUnavailable
 from cdc.model import TableSchema
+from cdc.source.catalog import relation_sql
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _key_json(table: TableSchema, key: tuple[Any, ...]) -> dict[str, Any]:
 
 def lookup_sql(table: TableSchema, columns: Sequence[str]) -> sql.Composed:
     """The statement that reads ``columns`` as text for a JSON array of keys (one parameter)."""
-    rel = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    rel = relation_sql(table)
     values = sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in columns)
     on = sql.SQL(" AND ").join(sql.SQL("t.{0} = k.{0}").format(sql.Identifier(k)) for k in table.key)
     keys = sql.SQL(", ").join(

@@ -20,6 +20,7 @@ from cdc.errors import CdcError, SourceError, SourceUnavailable
 from cdc.model import TableSchema
 from cdc.snowflake import sql as sfsql
 from cdc.snowflake.sink import map_error
+from cdc.source.catalog import relation_sql
 from cdc.verify.merge import Layout, VerifyError
 
 SOFT_DELETE_COLUMN = "_CDC_DELETED"
@@ -61,15 +62,13 @@ def source_scan_sql(layout: Layout) -> pgsql.Composed:
             order.append(pgsql.SQL('{} COLLATE "C"').format(_text(name)))
         else:
             order.append(pgsql.SQL("t.{}").format(pgsql.Identifier(name)))
-    return pgsql.SQL("SELECT {} FROM {}.{} AS t ORDER BY {}").format(
-        columns, pgsql.Identifier(table.schema), pgsql.Identifier(table.name), pgsql.SQL(", ").join(order)
+    return pgsql.SQL("SELECT {} FROM {} AS t ORDER BY {}").format(
+        columns, relation_sql(table), pgsql.SQL(", ").join(order)
     )
 
 
 def source_count_sql(table: TableSchema) -> pgsql.Composed:
-    return pgsql.SQL("SELECT count(*) FROM {}.{}").format(
-        pgsql.Identifier(table.schema), pgsql.Identifier(table.name)
-    )
+    return pgsql.SQL("SELECT count(*) FROM {}").format(relation_sql(table))
 
 
 def source_error(exc: psycopg2.Error, what: str) -> CdcError:

@@ -169,12 +169,12 @@ def test_source_reads_text_output_in_native_or_byte_order(replicated: Replicated
         'SELECT CASE WHEN t."tag" IS NULL THEN NULL ELSE format(\'%s\', t."tag") END, '
         'CASE WHEN t."n" IS NULL THEN NULL ELSE format(\'%s\', t."n") END, '
         'CASE WHEN t."note" IS NULL THEN NULL ELSE format(\'%s\', t."note") END '
-        f'FROM "{r.p.schema}"."tags" AS t ORDER BY format(\'%s\', t."tag") COLLATE "C"'
+        f'FROM ONLY "{r.p.schema}"."tags" AS t ORDER BY format(\'%s\', t."tag") COLLATE "C"'
     )
     lines = source_scan_sql(Layout.of(catalog.tables[(r.p.schema, "lines")])).as_string(r.p.conn)
-    assert lines.endswith(f'FROM "{r.p.schema}"."lines" AS t ORDER BY t."order_id", t."line"')
+    assert lines.endswith(f'FROM ONLY "{r.p.schema}"."lines" AS t ORDER BY t."order_id", t."line"')
     odd = source_scan_sql(Layout.of(catalog.tables[(r.odd_schema, ODD_TABLE)])).as_string(r.p.conn)
-    assert odd.endswith(f'FROM "{r.odd_schema}"."Odd ""Tä ble""; select" AS t ORDER BY t."Mixed Case"')
+    assert odd.endswith(f'FROM ONLY "{r.odd_schema}"."Odd ""Tä ble""; select" AS t ORDER BY t."Mixed Case"')
 
 
 def test_a_table_of_many_batches_is_streamed(replicated: Replicated) -> None:
