@@ -1,6 +1,6 @@
-"""tools/package.sh: the Lambda zip holds the handler, cdc and its runtime dependencies (pruned),
-reports its size truthfully, and its handler imports and runs from a clean directory with
-nothing but the standard library besides it.
+"""tools/package.sh: the Lambda zip holds the handler, cdc and its runtime dependencies (pruned)
+with their bytecode, reports its size truthfully, and its handler imports and runs from a clean
+directory with nothing but the standard library besides it.
 
 The build installs the runtime dependencies for Lambda's platform with pip (from PyPI or the
 local wheel cache), once per session for the host architecture, so that the tree can be imported.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
+import marshal
 import os
 import platform
 import re
@@ -25,6 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "package.sh"
 KEPT_SERVICES = {"s3", "dynamodb", "sqs", "sns", "cloudwatch", "sts"}
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "")
 
 
@@ -52,7 +55,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     if not HOST_ARCH:
         pytest.fail(f"no Lambda architecture matches this machine ({platform.machine()})")
     out = tmp_path_factory.mktemp("package")
-    proc = _run({"ARCH": HOST_ARCH, "OUT_DIR": str(out), "ZIP_LEVEL": "1"})
+    proc = _run({"ARCH": HOST_ARCH, "OUT_DIR": str(out), "ZIP_LEVEL": "1", "PYTHON_VERSION": PYTHON})
     assert proc.returncode == 0, f"tools/package.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return Build(out=out, zip=out / "lambda.zip", report=proc.stdout)
 
@@ -83,6 +86,9 @@ def test_report_states_the_real_size_and_the_limits(build: Build) -> None:
     )
     assert limit_line in build.report
     assert re.search(r"^pruning removed [0-9.]+ MB unzipped \(from [0-9.]+ MB\)$", build.report, re.M)
+    assert re.search(
+        rf"^bytecode for Python {PYTHON}: \d+ modules \([0-9.]+ MB unzipped\)$", build.report, re.M
+    )
     digest = base64.b64encode(hashlib.sha256(build.zip.read_bytes()).digest()).decode()
     assert (build.out / "lambda.zip.base64sha256").read_text().strip() == digest
 
@@ -107,8 +113,7 @@ def test_zip_holds_the_code_and_no_build_or_test_leftovers(build: Build) -> None
         n
         for n in names
         if n.startswith(("cdc/devstack/", "cdc/demo.py", "pyarrow/tests/", "pyarrow/include/", "bin/"))
-        or "__pycache__" in n
-        or n.endswith((".pyc", ".dist-info/RECORD"))
+        or n.endswith(".dist-info/RECORD")
         or (n.startswith("pyarrow/") and n.endswith((".pyx", ".pxd", ".pxi", ".h")))
         or "flight" in n.rsplit("/", 1)[-1]
     )
@@ -123,6 +128,53 @@ def test_zip_holds_the_code_and_no_build_or_test_leftovers(build: Build) -> None
     unreadable = [i.filename for i in infos if not (i.external_attr >> 16) & 0o004]
     assert unreadable == []
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}  # reproducible
+
+
+def test_every_module_has_unchecked_bytecode_for_the_runtime(build: Build) -> None:
+    """Lambda's /var/task is read-only: without the .pyc files a cold start compiles each module it
+    imports. Hash-based and unchecked (PEP 552 flags 0b01), so the unpacked files' times never
+    invalidate them."""
+    tag = sys.implementation.cache_tag  # the test builds with this Python, of the runtime's version
+    with zipfile.ZipFile(build.zip) as zf:
+        names = set(zf.namelist())
+        sources = sorted(n for n in names if n.endswith(".py"))
+        expected = {
+            f"{n.rsplit('/', 1)[0] + '/' if '/' in n else ''}__pycache__/{n.rsplit('/', 1)[-1][:-3]}.{tag}.pyc"
+            for n in sources
+        }
+        compiled = {n for n in names if n.endswith(".pyc")}
+        assert "handler.py" in sources and len(sources) > 500
+        assert compiled == expected
+        headers = {zf.read(n)[:8] for n in sorted(compiled)[:: max(1, len(compiled) // 50)]}
+        engine = marshal.loads(zf.read(f"cdc/__pycache__/engine.{tag}.pyc")[16:])
+    assert {h[:4] for h in headers} == {importlib.util.MAGIC_NUMBER}
+    assert {int.from_bytes(h[4:8], "little") for h in headers} == {0b01}
+    # named where Lambda unpacks the zip, not after the build's directory (which would change the bytes)
+    assert engine.co_filename == "/var/task/cdc/engine.py"
+
+
+def test_a_cold_start_runs_the_bytecode_without_reading_the_sources(build: Build, tmp_path: Path) -> None:
+    root = tmp_path / "task"
+    with zipfile.ZipFile(build.zip) as zf:
+        zf.extractall(root)
+    # were a source compiled, this one would stop the import
+    (root / "cdc" / "engine.py").write_text('raise SystemExit("compiled from source")\n')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-B",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(root)!r}); import handler, cdc.engine",
+        ],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def _services_cdc_calls() -> set[str]:
