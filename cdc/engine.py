@@ -243,18 +243,8 @@ class Engine:
         catalog = self.source.catalog()
         stopped: dict[str, Any] = dict(checkpoint.extra.get("stopped_tables") or {})
         known_oids = checkpoint.extra.get("table_oids") or {}
-        for new, old in snapshot_mode.renamed_tables(known_oids, catalog.oids).items():
-            if new not in stopped:  # a renamed table's target holds none of its rows: copy it
-                schema_name, table_name = next(t.ident for t in catalog.tables.values() if t.qualified == new)
-                stopped[new] = {
-                    "schema": schema_name,
-                    "table": table_name,
-                    "lsn": str(checkpoint.lsn),
-                    "reason": f"table {old} was renamed to {new}: its new target holds none of its "
-                    f"rows (the target of {old} is left as it was); re-snapshot the table "
-                    f"(cdc snapshot --tables {new})",
-                    "resnapshot": True,
-                }
+        for table, stop in snapshot_mode.copy_stops(checkpoint, catalog).items():
+            stopped.setdefault(table, stop)  # renamed, or replicated again after a refusal: copy it
         notes = list(catalog.refused.values())
         notes += [
             f"table {t} is stopped since {v['lsn']}: {v['reason']}"
@@ -392,6 +382,7 @@ class Engine:
                 "stage_prefix": prefix,
                 "stopped_tables": stopped,
                 "table_oids": snapshot_mode.table_oids(known_oids, catalog.oids),
+                "refused_oids": snapshot_mode.refused_oids(reader.refused_oids),
                 # for `cdc status`: what this window did, and per table its newest applied change
                 "last_window": summary,
                 "tables": {**(checkpoint.extra.get("tables") or {}), **positions},

@@ -74,6 +74,9 @@ class WindowReader:
         self.catalog = catalog
         self.tables = dict(catalog.tables)
         self.refused = set(catalog.refused)
+        # the refused tables (at the start, and those a refresh found) by OID: the checkpoint keeps
+        # them, so that a table replicated later is copied first (its changes are skipped here)
+        self.refused_oids = dict(catalog.refused_oids)
         self.partitions = dict(catalog.partitions)
         self._column_origins = column_origins
         self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
@@ -223,6 +226,9 @@ class WindowReader:
         for ident, table in fresh.tables.items():
             self.tables.setdefault(ident, table)
         self.refused.update(fresh.refused)
+        for ident, oid in fresh.refused_oids.items():
+            if ident not in self.tables:
+                self.refused_oids.setdefault(ident, oid)
         self.partitions.update(fresh.partitions)
         return fresh
 

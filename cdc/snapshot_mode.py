@@ -34,6 +34,7 @@ from cdc.source.slot import SlotInfo
 
 if TYPE_CHECKING:
     from cdc.engine import Engine
+    from cdc.source.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,45 @@ def renamed_tables(known: dict[str, str], current: dict[tuple[str, str], int]) -
         if old is not None and old != f"{schema}.{name}":
             renamed[f"{schema}.{name}"] = old
     return renamed
+
+
+def refused_oids(refused: dict[tuple[str, str], int]) -> dict[str, str]:
+    """The OID -> ``schema.table`` map of refused tables the checkpoint keeps (``accepted_again``)."""
+    return {str(oid): f"{schema}.{name}" for (schema, name), oid in refused.items()}
+
+
+def accepted_again(refused: dict[str, str], current: dict[tuple[str, str], int]) -> list[str]:
+    """Replicated tables that were refused at the checkpoint (by OID): the stream skipped their
+    changes meanwhile (and a first snapshot left them out), so their targets need a copy."""
+    return [f"{schema}.{name}" for (schema, name), oid in current.items() if str(oid) in refused]
+
+
+def copy_stops(checkpoint: Checkpoint, catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """Stop records, with a re-snapshot due, for the tables whose targets miss rows: renamed ones
+    (a new target) and ones replicated again after being refused (``accepted_again``)."""
+    reasons = {
+        new: f"table {old} was renamed to {new}: its new target holds none of its rows (the target "
+        f"of {old} is left as it was)"
+        for new, old in renamed_tables(checkpoint.extra.get("table_oids") or {}, catalog.oids).items()
+    }
+    for table in accepted_again(checkpoint.extra.get("refused_oids") or {}, catalog.oids):
+        reasons.setdefault(
+            table,
+            f"table {table} was refused until now and its changes were skipped meanwhile, so its "
+            "target misses them",
+        )
+    idents = {t.qualified: t.ident for t in catalog.tables.values()}
+    return {
+        table: {
+            "schema": idents[table][0],
+            "table": idents[table][1],
+            "lsn": str(checkpoint.lsn),
+            "reason": f"{reason}; re-snapshot the table (cdc snapshot --tables {table})",
+            "resnapshot": True,
+        }
+        for table, reason in reasons.items()
+        if table in idents
+    }
 
 
 def snapshot_lsns(checkpoint: Checkpoint | None) -> dict[str, Lsn]:
@@ -201,6 +241,7 @@ def run_full(
             "stopped_tables": stopped,
             "snapshot_lsns": {},
             "table_oids": table_oids({}, catalog.oids),
+            "refused_oids": refused_oids(catalog.refused_oids),
         },
     )
     return WindowResult(
@@ -302,13 +343,20 @@ def run_tables(
             stopped.pop(table.table, None)
         if failure is not None:
             _mark_failed(stopped, names, failure)
+        copied = {table.table for table in finished}  # a refused table copied since: no second copy
+        refused = {o: t for o, t in (checkpoint.extra.get("refused_oids") or {}).items() if t not in copied}
         engine.store.save(
             lsn=checkpoint.lsn,
             slot=engine.source.slot,
             window_id=window_id,
             lease=lease,
             expected=checkpoint,
-            extra={**checkpoint.extra, "snapshot_lsns": lsns, "stopped_tables": stopped},
+            extra={
+                **checkpoint.extra,
+                "snapshot_lsns": lsns,
+                "stopped_tables": stopped,
+                "refused_oids": refused,
+            },
         )
 
     try:

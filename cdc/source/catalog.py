@@ -20,7 +20,7 @@ SYSTEM_SCHEMA_FILTER = (
 )
 
 _TABLES_SQL = f"""
-SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind, c.relpersistence
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {SYSTEM_SCHEMA_FILTER}
 ORDER BY n.nspname, c.relname
@@ -74,7 +74,7 @@ def array_element(text: str) -> str | None:
 
 # Partitions of partitioned tables: their changes count for the root table.
 _PARTITIONS_SQL = f"""
-SELECT n.nspname, c.relname, rn.nspname, r.relname
+SELECT n.nspname, c.relname, rn.nspname, r.relname, c.relpersistence
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
@@ -137,6 +137,21 @@ def target_collisions(names: Iterable[tuple[str, str]]) -> dict[tuple[str, str],
     return notes
 
 
+def unlogged(schema: str, table: str, partitions: Iterable[tuple[str, str]] = ()) -> tuple[str, str]:
+    """The note and the fix for an UNLOGGED table, or a partitioned one with UNLOGGED partitions:
+    their changes are never written to the WAL, so logical decoding never sees them and the target
+    would keep the rows of the last copy forever."""
+    relations = sorted(partitions) or [(schema, table)]
+    fix = "; ".join(f"ALTER TABLE {pg_name(s, t)} SET LOGGED" for s, t in relations)
+    listed = ", ".join(f"{s}.{t}" for s, t in relations)
+    what = "is UNLOGGED" if not partitions else f"has UNLOGGED partitions ({listed})"
+    note = (
+        f"table {schema}.{table} {what} and cannot be replicated: PostgreSQL writes no WAL for "
+        f"{'its' if not partitions else 'their'} changes, so they would never reach the target; run {fix}"
+    )
+    return note, fix
+
+
 def replica_identity_nothing(schema: str, table: str) -> tuple[str, str]:
     """The note and the fix for a table with REPLICA IDENTITY NOTHING: wal2json skips its updates
     and deletes (with only a server warning), so the target would keep stale and deleted rows."""
@@ -162,6 +177,9 @@ class Catalog:
     partitions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     fixes: dict[tuple[str, str], str] = field(default_factory=dict)
     oids: dict[tuple[str, str], int] = field(default_factory=dict)  # pg_class OID of each table
+    # ... and of each refused table that exists: once accepted, it needs a copy (its changes were
+    # skipped while it was refused)
+    refused_oids: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def load_catalog(
@@ -178,11 +196,7 @@ def load_catalog(
     wanted = {tuple(name.split(".", 1)) for name in only}
     with conn.cursor() as cur:
         cur.execute(_TABLES_SQL)
-        rels = [
-            (oid, schema, name, replident, relkind)
-            for oid, schema, name, replident, relkind in cur.fetchall()
-            if not wanted or (schema, name) in wanted
-        ]
+        rels = [row for row in cur.fetchall() if not wanted or (row[1], row[2]) in wanted]
         oids = [r[0] for r in rels]
         columns: dict[int, list[Column]] = {oid: [] for oid in oids}
         index_keys: dict[int, dict[str, list[str]]] = {}
@@ -210,11 +224,13 @@ def load_catalog(
                 if replident:
                     kinds.setdefault("replident", []).append(attname)
         cur.execute(_PARTITIONS_SQL)
-        partitions = {
-            (schema, name): (root_schema, root)
-            for schema, name, root_schema, root in cur.fetchall()
-            if not wanted or (root_schema, root) in wanted
-        }
+        partitions: dict[tuple[str, str], tuple[str, str]] = {}
+        unlogged_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for schema, name, root_schema, root, persistence in cur.fetchall():
+            if not wanted or (root_schema, root) in wanted:
+                partitions[(schema, name)] = (root_schema, root)
+                if persistence == "u":
+                    unlogged_parts.setdefault((root_schema, root), []).append((schema, name))
     missing = wanted - {(r[1], r[2]) for r in rels}
     tables: dict[tuple[str, str], TableSchema] = {}
     table_oids: dict[tuple[str, str], int] = {}
@@ -226,7 +242,11 @@ def load_catalog(
             "(or is a partition): check the name"
         )
         fixes[(schema, table)] = "fix the name in source_tables (CDC_SOURCE_TABLES)"
-    for oid, schema, name, replident, relkind in rels:
+    for oid, schema, name, replident, relkind, persistence in rels:
+        if persistence == "u" or (schema, name) in unlogged_parts:
+            parts = unlogged_parts.get((schema, name), ())
+            refused[(schema, name)], fixes[(schema, name)] = unlogged(schema, name, parts)
+            continue
         if replident == "n":  # wal2json would skip its updates and deletes with only a server warning
             refused[(schema, name)], fixes[(schema, name)] = replica_identity_nothing(schema, name)
             continue
@@ -269,4 +289,6 @@ def load_catalog(
         del tables[ident]
         table_oids.pop(ident, None)
         refused[ident], fixes[ident] = note, COLLISION_FIX
-    return Catalog(tables, refused, partitions, fixes, table_oids)
+    rel_oids = {(schema, name): int(oid) for oid, schema, name, *_ in rels}
+    refused_oids = {ident: rel_oids[ident] for ident in refused if ident in rel_oids}
+    return Catalog(tables, refused, partitions, fixes, table_oids, refused_oids)

@@ -1,7 +1,8 @@
 """Tables the pipeline cannot replicate faithfully are refused by name, with the fix, in every mode
 (the first snapshot, incremental windows, ``cdc check``), while the other tables go on: a table with
-REPLICA IDENTITY NOTHING (wal2json would skip its updates and deletes) and tables whose Snowflake
-names collide (their rows would be merged into one table)."""
+REPLICA IDENTITY NOTHING (wal2json would skip its updates and deletes), an UNLOGGED table (no WAL,
+so no change ever reaches the stream) and tables whose Snowflake names collide (their rows would be
+merged into one table). Once fixed, a refused table is copied before it streams."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from helpers import Pipeline
 from cdc.app import build_engine
 from cdc.check import run_checks
 from cdc.demo import replicate_until_caught_up
-from cdc.source.catalog import COLLISION_FIX
+from cdc.source.catalog import COLLISION_FIX, load_catalog
 
 
 @pytest.fixture
@@ -153,3 +154,72 @@ def test_tables_whose_snowflake_names_collide_are_refused_together_while_others_
         item = report.item(f"postgres.table {schema}.{table}")
         assert (item.status, item.detail, item.fix) == ("failed", note(schema, table), COLLISION_FIX)
     assert [report.item(f"postgres.table {t}").status for t in (f"{s}.fine", f"{twin}.other")] == ["ok", "ok"]
+
+
+def test_an_unlogged_table_is_refused_and_copied_once_it_is_logged(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE UNLOGGED TABLE {s}.scratch (id int PRIMARY KEY, v int)",
+        "CREATE TABLE {s}.fine (id int PRIMARY KEY, v int)",
+        "INSERT INTO {s}.scratch VALUES (1, 1), (2, 2)",
+        "INSERT INTO {s}.fine VALUES (1, 1)",
+    )
+    replicate(p, "{s}.scratch", "{s}.fine")
+    fix = f'ALTER TABLE "{p.schema}"."scratch" SET LOGGED'
+    note = (
+        f"table {p.schema}.scratch is UNLOGGED and cannot be replicated: PostgreSQL writes no WAL for "
+        f"its changes, so they would never reach the target; run {fix}"
+    )
+    first = p.engine.run_window()  # no checkpoint yet: a snapshot
+    assert (first.status, first.mode) == ("snapshot", "snapshot")
+    assert first.notes == (note,)
+    assert sorted(first.tables) == [f"{p.schema}.fine"]
+    item = run_checks(p.settings).item(f"postgres.table {p.schema}.scratch")
+    assert (item.status, item.detail, item.fix) == ("failed", note, fix)
+
+    sql(p, "UPDATE {s}.scratch SET v = 20 WHERE id = 2", "UPDATE {s}.fine SET v = 10 WHERE id = 1")
+    results = replicate_until_caught_up(p.engine)
+    assert all(note in r["notes"] for r in results)
+    assert target_tables(p) == ["FINE"]
+
+    # SET LOGGED rewrites the table without a change logical decoding reports: only a copy brings
+    # the rows it holds (and the changes made while it was refused) to the target
+    sql(p, "ALTER TABLE {s}.scratch SET LOGGED", "INSERT INTO {s}.scratch VALUES (3, 3)")
+    results = replicate_until_caught_up(p.engine)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert (
+        f"table {p.schema}.scratch was refused until now and its changes were skipped meanwhile, so its "
+        f"target misses them; re-snapshot the table (cdc snapshot --tables {p.schema}.scratch)"
+    ) in notes
+    copies = [r for r in results if r["mode"] == "tables"]
+    assert [c["tables"] for c in copies] == [{f"{p.schema}.scratch": {"snapshot_rows": 3}}]
+    assert not results[-1]["stopped_tables"] and not any(note in r["notes"] for r in results)
+    sql(p, "DELETE FROM {s}.scratch WHERE id = 1")
+    replicate_until_caught_up(p.engine)
+    scratch = p.engine.source.catalog().tables[(p.schema, "scratch")]
+    rows = [(r["id"], r["v"]) for r in p.engine.sink.fetch_table(scratch)]  # type: ignore[attr-defined]
+    assert sorted(rows) == [(2, 20), (3, 3)]
+    assert target_tables(p) == ["FINE", "SCRATCH"]
+    # copied once: later windows leave it alone
+    assert "refused until now" not in " ".join(
+        n for r in replicate_until_caught_up(p.engine) for n in r["notes"]
+    )
+
+
+def test_a_partitioned_table_with_an_unlogged_partition_is_refused_naming_it(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.ev (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)",
+        "CREATE TABLE {s}.ev_01 PARTITION OF {s}.ev FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+        "CREATE UNLOGGED TABLE {s}.ev_02 PARTITION OF {s}.ev FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')",
+    )
+    catalog = load_catalog(p.conn, (f"{p.schema}.ev",))
+    fix = f'ALTER TABLE "{p.schema}"."ev_02" SET LOGGED'
+    assert catalog.tables == {}
+    assert catalog.refused == {
+        (p.schema, "ev"): f"table {p.schema}.ev has UNLOGGED partitions ({p.schema}.ev_02) and cannot be "
+        "replicated: PostgreSQL writes no WAL for their changes, so they would never reach the target; "
+        f"run {fix}"
+    }
+    assert catalog.fixes == {(p.schema, "ev"): fix}
+    assert set(catalog.refused_oids) == {(p.schema, "ev")}

@@ -6,7 +6,15 @@ from typing import Any
 
 from cdc.checkpoint import Checkpoint
 from cdc.model import Lsn
-from cdc.snapshot_mode import AUTO_RESNAPSHOT, Decision, decide, renamed_tables, table_oids
+from cdc.snapshot_mode import (
+    AUTO_RESNAPSHOT,
+    Decision,
+    accepted_again,
+    decide,
+    refused_oids,
+    renamed_tables,
+    table_oids,
+)
 from cdc.source.slot import SlotInfo
 
 SLOT = SlotInfo("cdc_p", "wal2json", Lsn.parse("0/100"), Lsn.parse("0/80"), "reserved", None, 0)
@@ -59,3 +67,13 @@ def test_a_table_known_by_its_oid_under_another_name_is_renamed() -> None:
     assert renamed_tables(known, current) == {"s.orders_v2": "s.orders"}
     assert renamed_tables({}, current) == {}
     assert table_oids(known, current) == {"101": "s.orders_v2", "102": "s.items", "103": "t.new"}
+
+
+def test_a_table_refused_at_the_checkpoint_and_replicated_now_is_accepted_again() -> None:
+    refused = refused_oids({("s", "scratch"): 201, ("s", "nokey"): 202})
+    assert refused == {"201": "s.scratch", "202": "s.nokey"}
+    current = {("s", "scratch"): 201, ("s", "items"): 102}
+    assert accepted_again(refused, current) == ["s.scratch"]
+    assert accepted_again({}, current) == []
+    # by OID: a table refused under another name is the same table
+    assert accepted_again(refused, {("t", "scratch_renamed"): 201}) == ["t.scratch_renamed"]
