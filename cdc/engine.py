@@ -244,7 +244,7 @@ class Engine:
         stopped: dict[str, Any] = dict(checkpoint.extra.get("stopped_tables") or {})
         known_oids = checkpoint.extra.get("table_oids") or {}
         for table, stop in snapshot_mode.copy_stops(checkpoint, catalog).items():
-            stopped.setdefault(table, stop)  # renamed, or replicated again after a refusal: copy it
+            stopped.setdefault(table, stop)  # renamed, replicated again, newly selected: copy it
         notes = list(catalog.refused.values())
         notes += [
             f"table {t} is stopped since {v['lsn']}: {v['reason']}"
@@ -383,6 +383,7 @@ class Engine:
                 "stopped_tables": stopped,
                 "table_oids": snapshot_mode.table_oids(known_oids, catalog.oids),
                 "refused_oids": snapshot_mode.refused_oids(reader.refused_oids),
+                "source_tables": list(self.settings.source_tables),
                 # for `cdc status`: what this window did, and per table its newest applied change
                 "last_window": summary,
                 "tables": {**(checkpoint.extra.get("tables") or {}), **positions},

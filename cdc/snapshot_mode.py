@@ -118,14 +118,31 @@ def accepted_again(refused: dict[str, str], current: dict[tuple[str, str], int])
     return [f"{schema}.{name}" for (schema, name), oid in current.items() if str(oid) in refused]
 
 
+def newly_selected(before: list[str] | None, tables: list[str]) -> list[str]:
+    """Of ``tables`` (replicated now), those ``source_tables`` did not name at the checkpoint
+    (``before``; empty: every table, None: a checkpoint that did not record it). Their changes
+    were never read, so their targets need a copy (also for a table created since: harmless)."""
+    if not before:
+        return []
+    named = set(before)
+    return [t for t in tables if t not in named]
+
+
 def copy_stops(checkpoint: Checkpoint, catalog: Catalog) -> dict[str, dict[str, Any]]:
     """Stop records, with a re-snapshot due, for the tables whose targets miss rows: renamed ones
-    (a new target) and ones replicated again after being refused (``accepted_again``)."""
+    (a new target), ones replicated again after being refused (``accepted_again``) and ones added
+    to ``source_tables`` (``newly_selected``)."""
     reasons = {
         new: f"table {old} was renamed to {new}: its new target holds none of its rows (the target "
         f"of {old} is left as it was)"
         for new, old in renamed_tables(checkpoint.extra.get("table_oids") or {}, catalog.oids).items()
     }
+    names = sorted(t.qualified for t in catalog.tables.values())
+    for table in newly_selected(checkpoint.extra.get("source_tables"), names):
+        reasons.setdefault(
+            table,
+            f"table {table} was added to source_tables: its target holds none of the rows it had before",
+        )
     for table in accepted_again(checkpoint.extra.get("refused_oids") or {}, catalog.oids):
         reasons.setdefault(
             table,
@@ -242,6 +259,7 @@ def run_full(
             "snapshot_lsns": {},
             "table_oids": table_oids({}, catalog.oids),
             "refused_oids": refused_oids(catalog.refused_oids),
+            "source_tables": list(settings.source_tables),
         },
     )
     return WindowResult(

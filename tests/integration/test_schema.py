@@ -289,3 +289,33 @@ def test_a_renamed_table_is_re_snapshotted_under_its_new_name(p: Pipeline) -> No
     sync(p)
     assert sorted((r["id"], r["v"]) for r in target(p, "new")) == [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
     assert_equal(p, "new")
+
+
+def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.a (id int PRIMARY KEY, v text)",
+        "CREATE TABLE {s}.b (id int PRIMARY KEY, v text)",
+        "INSERT INTO {s}.a VALUES (1, 'a1')",
+        "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')",
+    )
+    reconfigure(p, source_tables=(f"{p.schema}.a",))
+    assert p.engine.run_window().status == "snapshot"
+    sql(p, "UPDATE {s}.b SET v = 'b2 bis' WHERE id = 2", "INSERT INTO {s}.a VALUES (2, 'a2')")
+    sync(p)
+    # b joins: the rows it has (and the change above, which no window read) come with a copy
+    reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.b"))
+    sql(p, "INSERT INTO {s}.b VALUES (3, 'b3')")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert (
+        f"table {p.schema}.b was added to source_tables: its target holds none of the rows it had "
+        f"before; re-snapshot the table (cdc snapshot --tables {p.schema}.b)"
+    ) in notes
+    copies = [r for r in results if r["mode"] == "tables"]
+    assert [c["tables"] for c in copies] == [{f"{p.schema}.b": {"snapshot_rows": 3}}]
+    sql(p, "DELETE FROM {s}.b WHERE id = 1")
+    results = sync(p)
+    assert not any("source_tables" in n for r in results for n in r["notes"])  # copied once
+    assert sorted((r["id"], r["v"]) for r in target(p, "b")) == [(2, "b2 bis"), (3, "b3")]
+    assert_equal(p, "a", "b")

@@ -11,6 +11,7 @@ from cdc.snapshot_mode import (
     Decision,
     accepted_again,
     decide,
+    newly_selected,
     refused_oids,
     renamed_tables,
     table_oids,
@@ -77,3 +78,10 @@ def test_a_table_refused_at_the_checkpoint_and_replicated_now_is_accepted_again(
     assert accepted_again({}, current) == []
     # by OID: a table refused under another name is the same table
     assert accepted_again(refused, {("t", "scratch_renamed"): 201}) == ["t.scratch_renamed"]
+
+
+def test_tables_source_tables_did_not_name_at_the_checkpoint_are_newly_selected() -> None:
+    assert newly_selected(["s.a"], ["s.a", "s.b"]) == ["s.b"]
+    assert newly_selected(["s.a", "s.b"], ["s.a"]) == []
+    assert newly_selected([], ["s.a", "s.b"]) == []  # every table was replicated already
+    assert newly_selected(None, ["s.a", "s.b"]) == []  # a checkpoint that did not record it
