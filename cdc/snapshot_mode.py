@@ -351,18 +351,28 @@ def run_tables(
     params = engine.source.conn_params
     auto = reason == AUTO_RESNAPSHOT
     finished: list[FinishedTable] = []
+    oids: dict[str, int] = {}  # of the catalog's tables, by schema.table
 
     def record(failure: CdcError | None = None) -> None:
-        """Tables swapped in hold the copy at S_T: later windows must skip their older changes."""
-        lsns = dict(checkpoint.extra.get("snapshot_lsns") or {})
-        stopped = dict(checkpoint.extra.get("stopped_tables") or {})
+        """Tables swapped in hold the copy at S_T: later windows must skip their older changes.
+        They hold all their rows too: no window has to copy them because they were renamed,
+        refused or not in source_tables before (``copy_stops``)."""
+        extra = checkpoint.extra
+        lsns = dict(extra.get("snapshot_lsns") or {})
+        stopped = dict(extra.get("stopped_tables") or {})
+        known = dict(extra.get("table_oids") or {})
+        refused = dict(extra.get("refused_oids") or {})
+        selected = list(extra.get("source_tables") or [])
         for table in finished:
             lsns[table.table] = str(table.lsn)
             stopped.pop(table.table, None)
+            if table.table in oids:
+                known[str(oids[table.table])] = table.table
+                refused.pop(str(oids[table.table]), None)
+            if selected and table.table not in selected:
+                selected.append(table.table)
         if failure is not None:
             _mark_failed(stopped, names, failure)
-        copied = {table.table for table in finished}  # a refused table copied since: no second copy
-        refused = {o: t for o, t in (checkpoint.extra.get("refused_oids") or {}).items() if t not in copied}
         engine.store.save(
             lsn=checkpoint.lsn,
             slot=engine.source.slot,
@@ -370,15 +380,18 @@ def run_tables(
             lease=lease,
             expected=checkpoint,
             extra={
-                **checkpoint.extra,
+                **extra,
                 "snapshot_lsns": lsns,
                 "stopped_tables": stopped,
+                "table_oids": known,
                 "refused_oids": refused,
+                **({"source_tables": selected} if "source_tables" in extra else {}),
             },
         )
 
     try:
         catalog = engine.source.catalog()
+        oids.update({f"{schema}.{name}": oid for (schema, name), oid in catalog.oids.items()})
         tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
         with create_temporary_snapshot(params, f"cdc_snap_{settings.pipeline}") as snap:
             result = _copy(engine, snap, tables, progress, finished.append)

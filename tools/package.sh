@@ -83,7 +83,8 @@ BUILD_PYTHON=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$BUILD_PYTHON" = "$PYTHON_VERSION" ]; then
   # -s/-p: the modules' file names are where Lambda unpacks the zip (tracebacks name them), not
   # this build's directory
-  PYTHONHASHSEED=0 "$PY" -m compileall -q --invalidation-mode unchecked-hash -s "$OUT" -p /var/task "$OUT" >/dev/null
+  # -q lists only what does not compile (on stderr, before the build stops)
+  PYTHONHASHSEED=0 "$PY" -m compileall -q --invalidation-mode unchecked-hash -s "$OUT" -p /var/task "$OUT" >&2
   BYTECODE="bytecode for Python $PYTHON_VERSION: $(find "$OUT" -name '*.pyc' | wc -l) modules"
 else
   BYTECODE="no bytecode: this Python is $BUILD_PYTHON, the runtime's $PYTHON_VERSION (cold starts compile what they import; build with a Python $PYTHON_VERSION, PY=...)"

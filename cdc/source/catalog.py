@@ -72,14 +72,15 @@ def array_element(text: str) -> str | None:
     return inner
 
 
-# Partitions of partitioned tables: their changes count for the root table.
+# Partitions of partitioned tables: their changes count for the root table. Foreign ones too, to
+# refuse their root: no change to their rows reaches the WAL.
 _PARTITIONS_SQL = f"""
-SELECT n.nspname, c.relname, rn.nspname, r.relname, c.relpersistence
+SELECT n.nspname, c.relname, rn.nspname, r.relname, c.relkind, c.relpersistence
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
-WHERE c.relispartition AND c.relkind IN ('r', 'p') AND {SYSTEM_SCHEMA_FILTER}
+WHERE c.relispartition AND c.relkind IN ('r', 'p', 'f') AND {SYSTEM_SCHEMA_FILTER}
 """
 
 
@@ -148,6 +149,24 @@ def unlogged(schema: str, table: str, partitions: Iterable[tuple[str, str]] = ()
     note = (
         f"table {schema}.{table} {what} and cannot be replicated: PostgreSQL writes no WAL for "
         f"{'its' if not partitions else 'their'} changes, so they would never reach the target; run {fix}"
+    )
+    return note, fix
+
+
+def foreign_partitions(schema: str, table: str, partitions: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """The note and the fix for a partitioned table with foreign partitions: their rows live on
+    another server, so no change to them reaches the WAL (and the target would never see one)."""
+    listed = ", ".join(f"{s}.{t}" for s, t in sorted(partitions))
+    fix = (
+        "; ".join(
+            f"ALTER TABLE {pg_name(schema, table)} DETACH PARTITION {pg_name(s, t)}"
+            for s, t in sorted(partitions)
+        )
+        + f"; or leave {schema}.{table} out of source_tables"
+    )
+    note = (
+        f"table {schema}.{table} has foreign partitions ({listed}) and cannot be replicated: their "
+        f"rows live on another server and no change to them reaches the WAL; {fix}"
     )
     return note, fix
 
@@ -226,11 +245,15 @@ def load_catalog(
         cur.execute(_PARTITIONS_SQL)
         partitions: dict[tuple[str, str], tuple[str, str]] = {}
         unlogged_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for schema, name, root_schema, root, persistence in cur.fetchall():
+        foreign_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for schema, name, root_schema, root, kind, persistence in cur.fetchall():
             if not wanted or (root_schema, root) in wanted:
                 partitions[(schema, name)] = (root_schema, root)
-                if persistence == "u":
+                # only a leaf holds rows: a partitioned table created UNLOGGED logs its partitions
+                if kind == "r" and persistence == "u":
                     unlogged_parts.setdefault((root_schema, root), []).append((schema, name))
+                elif kind == "f":
+                    foreign_parts.setdefault((root_schema, root), []).append((schema, name))
     missing = wanted - {(r[1], r[2]) for r in rels}
     tables: dict[tuple[str, str], TableSchema] = {}
     table_oids: dict[tuple[str, str], int] = {}
@@ -243,9 +266,14 @@ def load_catalog(
         )
         fixes[(schema, table)] = "fix the name in source_tables (CDC_SOURCE_TABLES)"
     for oid, schema, name, replident, relkind, persistence in rels:
-        if persistence == "u" or (schema, name) in unlogged_parts:
-            parts = unlogged_parts.get((schema, name), ())
-            refused[(schema, name)], fixes[(schema, name)] = unlogged(schema, name, parts)
+        if (schema, name) in foreign_parts:
+            parts = foreign_parts[(schema, name)]
+            refused[(schema, name)], fixes[(schema, name)] = foreign_partitions(schema, name, parts)
+            continue
+        if (relkind == "r" and persistence == "u") or (schema, name) in unlogged_parts:
+            refused[(schema, name)], fixes[(schema, name)] = unlogged(
+                schema, name, unlogged_parts.get((schema, name), [])
+            )
             continue
         if replident == "n":  # wal2json would skip its updates and deletes with only a server warning
             refused[(schema, name)], fixes[(schema, name)] = replica_identity_nothing(schema, name)

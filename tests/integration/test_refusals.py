@@ -206,20 +206,43 @@ def test_an_unlogged_table_is_refused_and_copied_once_it_is_logged(p: Pipeline) 
     )
 
 
-def test_a_partitioned_table_with_an_unlogged_partition_is_refused_naming_it(p: Pipeline) -> None:
+def test_partitioned_tables_are_refused_for_partitions_outside_the_wal_naming_them(p: Pipeline) -> None:
     sql(
         p,
         "CREATE TABLE {s}.ev (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)",
         "CREATE TABLE {s}.ev_01 PARTITION OF {s}.ev FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
         "CREATE UNLOGGED TABLE {s}.ev_02 PARTITION OF {s}.ev FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')",
+        # created UNLOGGED, but only its partitions hold rows, and they are logged
+        "CREATE UNLOGGED TABLE {s}.up (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)",
+        "CREATE TABLE {s}.up_01 PARTITION OF {s}.up FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
     )
-    catalog = load_catalog(p.conn, (f"{p.schema}.ev",))
-    fix = f'ALTER TABLE "{p.schema}"."ev_02" SET LOGGED'
-    assert catalog.tables == {}
+    fdw, s = f"fdw_{p.schema}", p.schema
+    with p.admin.cursor() as cur:  # a wrapper without a handler is enough to declare foreign tables
+        cur.execute(f"CREATE FOREIGN DATA WRAPPER {fdw}; CREATE SERVER {fdw}_srv FOREIGN DATA WRAPPER {fdw}")
+    try:
+        with p.admin.cursor() as cur:  # no unique index: PostgreSQL refuses foreign partitions under one
+            cur.execute(
+                f"CREATE TABLE {s}.fp (id int, d date) PARTITION BY RANGE (d); "
+                f"CREATE TABLE {s}.fp_01 PARTITION OF {s}.fp FOR VALUES FROM ('2026-01-01') TO ('2026-02-01'); "
+                f"CREATE FOREIGN TABLE {s}.fp_02 PARTITION OF {s}.fp FOR VALUES FROM ('2026-02-01') "
+                f"TO ('2026-03-01') SERVER {fdw}_srv"
+            )
+        catalog = load_catalog(p.conn, (f"{s}.ev", f"{s}.up", f"{s}.fp"), {(s, "fp"): ("id", "d")})
+    finally:
+        with p.admin.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {p.schema}.fp; DROP FOREIGN DATA WRAPPER {fdw} CASCADE")
+    unlogged_fix = f'ALTER TABLE "{p.schema}"."ev_02" SET LOGGED'
+    foreign_fix = (
+        f'ALTER TABLE "{p.schema}"."fp" DETACH PARTITION "{p.schema}"."fp_02"; or leave {p.schema}.fp out '
+        "of source_tables"
+    )
+    assert list(catalog.tables) == [(p.schema, "up")]
     assert catalog.refused == {
         (p.schema, "ev"): f"table {p.schema}.ev has UNLOGGED partitions ({p.schema}.ev_02) and cannot be "
         "replicated: PostgreSQL writes no WAL for their changes, so they would never reach the target; "
-        f"run {fix}"
+        f"run {unlogged_fix}",
+        (p.schema, "fp"): f"table {p.schema}.fp has foreign partitions ({p.schema}.fp_02) and cannot be "
+        f"replicated: their rows live on another server and no change to them reaches the WAL; {foreign_fix}",
     }
-    assert catalog.fixes == {(p.schema, "ev"): fix}
-    assert set(catalog.refused_oids) == {(p.schema, "ev")}
+    assert catalog.fixes == {(p.schema, "ev"): unlogged_fix, (p.schema, "fp"): foreign_fix}
+    assert set(catalog.refused_oids) == {(p.schema, "ev"), (p.schema, "fp")}

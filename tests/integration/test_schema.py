@@ -319,3 +319,23 @@ def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline)
     assert not any("source_tables" in n for r in results for n in r["notes"])  # copied once
     assert sorted((r["id"], r["v"]) for r in target(p, "b")) == [(2, "b2 bis"), (3, "b3")]
     assert_equal(p, "a", "b")
+
+
+def test_a_table_copied_on_request_after_joining_is_not_copied_again(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.a (id int PRIMARY KEY)",
+        "CREATE TABLE {s}.b (id int PRIMARY KEY)",
+        "INSERT INTO {s}.b VALUES (1), (2)",
+    )
+    reconfigure(p, source_tables=(f"{p.schema}.a",))
+    assert p.engine.run_window().status == "snapshot"
+    reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.b"))
+    copy = p.engine.run_window(mode="snapshot", tables=(f"{p.schema}.b",))  # before any window
+    assert copy.tables == {f"{p.schema}.b": {"snapshot_rows": 2}}
+    sql(p, "INSERT INTO {s}.b VALUES (3)")
+    results = sync(p)
+    assert [r["mode"] for r in results if r["mode"] == "tables"] == []
+    assert not any("source_tables" in n for r in results for n in r["notes"])
+    assert sorted(r["id"] for r in target(p, "b")) == [1, 2, 3]
+    assert_equal(p, "b")
