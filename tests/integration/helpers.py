@@ -57,6 +57,19 @@ class Pipeline:
 REPO = Path(__file__).resolve().parents[2]
 
 
+def copied_tables(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tables (with their snapshot rows) of each table re-snapshot among window results."""
+    return [r["tables"] for r in results if r["mode"] == "tables"]
+
+
+def assert_stopped_then_copied(results: list[dict[str, Any]], table: str, reason: str, rows: int) -> None:
+    """A window stopped ``table`` saying why (``reason``) and how to copy it, and one table
+    re-snapshot then copied its ``rows``."""
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert f"{reason}; re-snapshot the table (cdc snapshot --tables {table})" in notes, notes
+    assert copied_tables(results) == [{table: {"snapshot_rows": rows}}]
+
+
 def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
     """The ``CDC_*`` environment variables that make ``settings`` (the Lambda's only input)."""
     env: dict[str, str] = {}

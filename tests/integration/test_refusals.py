@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import Pipeline
+from helpers import Pipeline, assert_stopped_then_copied
 
 from cdc.app import build_engine
 from cdc.check import run_checks
@@ -186,13 +186,11 @@ def test_an_unlogged_table_is_refused_and_copied_once_it_is_logged(p: Pipeline) 
     # the rows it holds (and the changes made while it was refused) to the target
     sql(p, "ALTER TABLE {s}.scratch SET LOGGED", "INSERT INTO {s}.scratch VALUES (3, 3)")
     results = replicate_until_caught_up(p.engine)
-    notes = " ".join(n for r in results for n in r["notes"])
-    assert (
+    reason = (
         f"table {p.schema}.scratch was refused until now and its changes were skipped meanwhile, so its "
-        f"target misses them; re-snapshot the table (cdc snapshot --tables {p.schema}.scratch)"
-    ) in notes
-    copies = [r for r in results if r["mode"] == "tables"]
-    assert [c["tables"] for c in copies] == [{f"{p.schema}.scratch": {"snapshot_rows": 3}}]
+        "target misses them"
+    )
+    assert_stopped_then_copied(results, f"{p.schema}.scratch", reason, 3)
     assert not results[-1]["stopped_tables"] and not any(note in r["notes"] for r in results)
     sql(p, "DELETE FROM {s}.scratch WHERE id = 1")
     replicate_until_caught_up(p.engine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import Pipeline
+from helpers import Pipeline, assert_stopped_then_copied, copied_tables
 from test_changes import assert_equal, source, sql, sync, target
 
 from cdc.app import build_engine
@@ -282,8 +282,7 @@ def test_a_renamed_table_is_re_snapshotted_under_its_new_name(p: Pipeline) -> No
     results = sync(p)
     notes = " ".join(n for r in results for n in r["notes"])
     assert f"table {p.schema}.old was renamed to {p.schema}.new" in notes
-    copies = [r for r in results if r["mode"] == "tables"]
-    assert [c["tables"] for c in copies] == [{f"{p.schema}.new": {"snapshot_rows": 3}}]
+    assert copied_tables(results) == [{f"{p.schema}.new": {"snapshot_rows": 3}}]
     assert not results[-1]["stopped_tables"]
     sql(p, "INSERT INTO {s}.new VALUES (4, 'd')")
     sync(p)
@@ -307,13 +306,8 @@ def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline)
     reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.b"))
     sql(p, "INSERT INTO {s}.b VALUES (3, 'b3')")
     results = sync(p)
-    notes = " ".join(n for r in results for n in r["notes"])
-    assert (
-        f"table {p.schema}.b was added to source_tables: its target holds none of the rows it had "
-        f"before; re-snapshot the table (cdc snapshot --tables {p.schema}.b)"
-    ) in notes
-    copies = [r for r in results if r["mode"] == "tables"]
-    assert [c["tables"] for c in copies] == [{f"{p.schema}.b": {"snapshot_rows": 3}}]
+    reason = f"table {p.schema}.b was added to source_tables: its target holds none of the rows it had before"
+    assert_stopped_then_copied(results, f"{p.schema}.b", reason, 3)
     sql(p, "DELETE FROM {s}.b WHERE id = 1")
     results = sync(p)
     assert not any("source_tables" in n for r in results for n in r["notes"])  # copied once
@@ -335,7 +329,7 @@ def test_a_table_copied_on_request_after_joining_is_not_copied_again(p: Pipeline
     assert copy.tables == {f"{p.schema}.b": {"snapshot_rows": 2}}
     sql(p, "INSERT INTO {s}.b VALUES (3)")
     results = sync(p)
-    assert [r["mode"] for r in results if r["mode"] == "tables"] == []
+    assert copied_tables(results) == []
     assert not any("source_tables" in n for r in results for n in r["notes"])
     assert sorted(r["id"] for r in target(p, "b")) == [1, 2, 3]
     assert_equal(p, "b")

@@ -532,10 +532,20 @@ def test_key_changes_carry_the_key_the_row_had_before_its_first_move(tmp_path: P
 
 def test_key_order_differing_from_column_order_keeps_origin_types(tmp_path: Path) -> None:
     table = TableSchema(
-        "s", "ba", (Column("a", 1, "text", 25, nullable=False), Column("b", 2, "integer", 23, nullable=False)), ("b", "a")
+        "s",
+        "ba",
+        (Column("a", 1, "text", 25, nullable=False), Column("b", 2, "integer", 23, nullable=False)),
+        ("b", "a"),
     )
     writer = WindowWriter(tmp_path, lambda s, t: table)
-    writer.add(Change("U", "s", "ba", Lsn(1), {"a": "x", "b": 2}, {"a": "x", "b": 1}), Lsn(10), "2026-11-29 07:02:32+00")
+    writer.add(
+        Change("U", "s", "ba", Lsn(1), {"a": "x", "b": 2}, {"a": "x", "b": 1}),
+        Lsn(10),
+        "2026-11-29 07:02:32+00",
+    )
     [staged] = writer.close()
     rows = read_rows(tmp_path, staged, moves=True)
-    assert [(r["_CDC_OP"], r["b"], r["origin:b"], r["origin:a"]) for r in rows] == [("D", 1, None, None), ("U", 2, 1, "x")]
+    assert [(r["_CDC_OP"], r["b"], r["origin:b"], r["origin:a"]) for r in rows] == [
+        ("D", 1, None, None),
+        ("U", 2, 1, "x"),
+    ]

@@ -154,19 +154,26 @@ def test_every_module_has_unchecked_bytecode_for_the_runtime(build: Build) -> No
 
 
 def test_a_cold_start_runs_the_bytecode_without_reading_the_sources(build: Build, tmp_path: Path) -> None:
-    root = tmp_path / "task"
-    with zipfile.ZipFile(build.zip) as zf:
-        zf.extractall(root)
+    root = _unpacked(build, tmp_path)
     # were a source compiled, this one would stop the import
     (root / "cdc" / "engine.py").write_text('raise SystemExit("compiled from source")\n')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-B",
-            "-c",
-            f"import sys; sys.path.insert(0, {str(root)!r}); import handler, cdc.engine",
-        ],
+    proc = _python(
+        tmp_path, "-B", "-c", f"import sys; sys.path.insert(0, {str(root)!r}); import handler, cdc.engine"
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _unpacked(build: Build, tmp_path: Path) -> Path:
+    root = tmp_path / "task"  # a clean directory, like /var/task
+    with zipfile.ZipFile(build.zip) as zf:
+        zf.extractall(root)
+    return root
+
+
+def _python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """This Python without site-packages (-S: the venv is invisible) and without CDC_* variables."""
+    return subprocess.run(
+        [sys.executable, "-S", *args],
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"},
         capture_output=True,
         text=True,
@@ -174,7 +181,6 @@ def test_a_cold_start_runs_the_bytecode_without_reading_the_sources(build: Build
         cwd=tmp_path,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
 
 
 def _services_cdc_calls() -> set[str]:
@@ -224,22 +230,11 @@ print(json.dumps({"modules": len(modules), "outside": outside, "rows": rows, "de
 
 
 def test_handler_imports_and_runs_from_the_unpacked_zip(build: Build, tmp_path: Path) -> None:
-    root = tmp_path / "task"  # a clean directory, like /var/task
-    with zipfile.ZipFile(build.zip) as zf:
-        zf.extractall(root)
+    root = _unpacked(build, tmp_path)
     services = _services_cdc_calls()
     assert services and services <= KEPT_SERVICES, services
-    # -S: no site-packages (the venv is invisible); no CDC_* variables: the handler must say what is missing
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    proc = subprocess.run(
-        [sys.executable, "-S", "-c", CHECK, str(root), json.dumps(sorted(services))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        check=False,
-    )
+    # no CDC_* variables: the handler must say what is missing
+    proc = _python(tmp_path, "-c", CHECK, str(root), json.dumps(sorted(services)))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["outside"] == []
