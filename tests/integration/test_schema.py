@@ -333,3 +333,23 @@ def test_a_table_copied_on_request_after_joining_is_not_copied_again(p: Pipeline
     assert not any("source_tables" in n for r in results for n in r["notes"])
     assert sorted(r["id"] for r in target(p, "b")) == [1, 2, 3]
     assert_equal(p, "b")
+
+
+def test_changes_of_a_table_outside_source_tables_read_the_catalog_once(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.a (id int PRIMARY KEY)", "CREATE TABLE {s}.other (id int PRIMARY KEY)")
+    reconfigure(p, source_tables=(f"{p.schema}.a",))
+    assert p.engine.run_window().status == "snapshot"
+    sql(p, "INSERT INTO {s}.other SELECT generate_series(1, 300)", "INSERT INTO {s}.a VALUES (1)")
+    sql(p, "UPDATE {s}.other SET id = id + 1000")
+    source = p.engine.source
+    reads = []
+    catalog = source.catalog
+    source.catalog = lambda: reads.append(1) or catalog()  # type: ignore[method-assign]
+    try:
+        results = sync(p)
+    finally:
+        del source.catalog
+    # per window: the catalog at its start, and once more for the unknown table's first change
+    assert len(reads) <= 2 * len(results), (len(reads), len(results))
+    assert [r["id"] for r in target(p, "a")] == [1]
+    assert all(f"{p.schema}.other" not in r["tables"] for r in results)
