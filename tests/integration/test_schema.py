@@ -353,3 +353,24 @@ def test_changes_of_a_table_outside_source_tables_read_the_catalog_once(p: Pipel
     assert len(reads) <= 2 * len(results), (len(reads), len(results))
     assert [r["id"] for r in target(p, "a")] == [1]
     assert all(f"{p.schema}.other" not in r["tables"] for r in results)
+
+
+def test_a_configured_table_created_later_streams_all_its_rows(p: Pipeline) -> None:
+    sql(p, "CREATE TABLE {s}.a (id int PRIMARY KEY)")
+    reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.later"))
+    first = p.engine.run_window()
+    assert first.status == "snapshot"
+    assert first.notes == (
+        f"table {p.schema}.later is configured in source_tables but does not exist (or is a partition): "
+        "check the name",
+    )
+    sql(
+        p,
+        "CREATE TABLE {s}.later (id int PRIMARY KEY, v text)",
+        "INSERT INTO {s}.later VALUES (1, 'x'), (2, 'y')",
+    )
+    sql(p, "UPDATE {s}.later SET v = 'z' WHERE id = 2", "INSERT INTO {s}.a VALUES (1)")
+    results = sync(p)
+    assert copied_tables(results) == []  # created after the checkpoint: every row of it streams
+    assert sorted((r["id"], r["v"]) for r in target(p, "later")) == [(1, "x"), (2, "z")]
+    assert_equal(p, "a", "later")
