@@ -382,7 +382,7 @@ class Engine:
                 "stage_prefix": prefix,
                 "stopped_tables": stopped,
                 "table_oids": snapshot_mode.table_oids(known_oids, catalog.oids),
-                "refused_oids": snapshot_mode.refused_oids(reader.refused_oids),
+                "refused_oids": snapshot_mode.table_oids({}, reader.refused_oids),
                 "source_tables": list(self.settings.source_tables),
                 # for `cdc status`: what this window did, and per table its newest applied change
                 "last_window": summary,

@@ -73,14 +73,12 @@ class WindowReader:
         self.source = source
         self.catalog = catalog
         self.tables = dict(catalog.tables)
-        # the refused tables (at the start, and those a refresh found) by OID: the checkpoint keeps
-        # them, so that a table replicated later is copied first (its changes are skipped here)
+        # the refused tables that exist (at the start, and those a refresh found) by OID: their
+        # changes are skipped without reading the catalog again, and the checkpoint keeps them, so
+        # that a table replicated later is copied first. A configured table that does not exist
+        # is not among them: it may be created meanwhile.
         self.refused_oids = dict(catalog.refused_oids)
-        # tables whose changes are skipped without reading the catalog again: the refused ones
-        # that exist (a configured one that does not may be created meanwhile), and those a
-        # refresh found outside the replicated set (source_tables)
-        self.refused = set(catalog.refused_oids)
-        self._outside: set[tuple[str, str]] = set()
+        self._outside: set[tuple[str, str]] = set()  # a refresh found them outside source_tables
         self.partitions = dict(catalog.partitions)
         self._column_origins = column_origins
         self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
@@ -215,7 +213,7 @@ class WindowReader:
             ident = change.ident
         if ident in self.skip or (read.stopped and f"{change.schema}.{change.table}" in read.stopped):
             return None
-        if ident not in self.tables and ident not in self.refused and ident not in self._outside:
+        if ident not in self.tables and ident not in self.refused_oids and ident not in self._outside:
             self._refresh()  # a table created after the window started
             root = self.partitions.get(ident)
             if root is not None:
@@ -231,7 +229,6 @@ class WindowReader:
         fresh = self.source.catalog()
         for ident, table in fresh.tables.items():
             self.tables.setdefault(ident, table)
-        self.refused.update(fresh.refused_oids)
         for ident, oid in fresh.refused_oids.items():
             if ident not in self.tables:
                 self.refused_oids.setdefault(ident, oid)

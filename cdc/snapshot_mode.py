@@ -107,11 +107,6 @@ def renamed_tables(known: dict[str, str], current: dict[tuple[str, str], int]) -
     return renamed
 
 
-def refused_oids(refused: dict[tuple[str, str], int]) -> dict[str, str]:
-    """The OID -> ``schema.table`` map of refused tables the checkpoint keeps (``accepted_again``)."""
-    return {str(oid): f"{schema}.{name}" for (schema, name), oid in refused.items()}
-
-
 def accepted_again(refused: dict[str, str], current: dict[tuple[str, str], int]) -> list[str]:
     """Replicated tables that were refused at the checkpoint (by OID): the stream skipped their
     changes meanwhile (and a first snapshot left them out), so their targets need a copy."""
@@ -137,8 +132,8 @@ def copy_stops(checkpoint: Checkpoint, catalog: Catalog) -> dict[str, dict[str, 
         f"of {old} is left as it was)"
         for new, old in renamed_tables(checkpoint.extra.get("table_oids") or {}, catalog.oids).items()
     }
-    names = sorted(t.qualified for t in catalog.tables.values())
-    for table in newly_selected(checkpoint.extra.get("source_tables"), names):
+    idents = {t.qualified: t.ident for t in catalog.tables.values()}
+    for table in newly_selected(checkpoint.extra.get("source_tables"), sorted(idents)):
         reasons.setdefault(
             table,
             f"table {table} was added to source_tables: its target holds none of the rows it had before",
@@ -149,7 +144,6 @@ def copy_stops(checkpoint: Checkpoint, catalog: Catalog) -> dict[str, dict[str, 
             f"table {table} was refused until now and its changes were skipped meanwhile, so its "
             "target misses them",
         )
-    idents = {t.qualified: t.ident for t in catalog.tables.values()}
     return {
         table: {
             "schema": idents[table][0],
@@ -258,7 +252,7 @@ def run_full(
             "stopped_tables": stopped,
             "snapshot_lsns": {},
             "table_oids": table_oids({}, catalog.oids),
-            "refused_oids": refused_oids(catalog.refused_oids),
+            "refused_oids": table_oids({}, catalog.refused_oids),
             "source_tables": list(settings.source_tables),
         },
     )

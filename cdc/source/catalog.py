@@ -256,7 +256,6 @@ def load_catalog(
                     foreign_parts.setdefault((root_schema, root), []).append((schema, name))
     missing = wanted - {(r[1], r[2]) for r in rels}
     tables: dict[tuple[str, str], TableSchema] = {}
-    table_oids: dict[tuple[str, str], int] = {}
     refused: dict[tuple[str, str], str] = {}
     fixes: dict[tuple[str, str], str] = {}
     for schema, table in sorted(missing):
@@ -311,12 +310,11 @@ def load_catalog(
         tables[(schema, name)] = TableSchema(
             schema, name, tuple(columns[oid]), tuple(key), partitioned=relkind == "p"
         )
-        table_oids[(schema, name)] = int(oid)
     # tables whose targets collide are refused together: the others go on
     for ident, note in target_collisions(tables).items():
         del tables[ident]
-        table_oids.pop(ident, None)
         refused[ident], fixes[ident] = note, COLLISION_FIX
     rel_oids = {(schema, name): int(oid) for oid, schema, name, *_ in rels}
+    table_oids = {ident: rel_oids[ident] for ident in tables}
     refused_oids = {ident: rel_oids[ident] for ident in refused if ident in rel_oids}
     return Catalog(tables, refused, partitions, fixes, table_oids, refused_oids)

@@ -12,7 +12,6 @@ from cdc.snapshot_mode import (
     accepted_again,
     decide,
     newly_selected,
-    refused_oids,
     renamed_tables,
     table_oids,
 )
@@ -71,7 +70,7 @@ def test_a_table_known_by_its_oid_under_another_name_is_renamed() -> None:
 
 
 def test_a_table_refused_at_the_checkpoint_and_replicated_now_is_accepted_again() -> None:
-    refused = refused_oids({("s", "scratch"): 201, ("s", "nokey"): 202})
+    refused = table_oids({}, {("s", "scratch"): 201, ("s", "nokey"): 202})
     assert refused == {"201": "s.scratch", "202": "s.nokey"}
     current = {("s", "scratch"): 201, ("s", "items"): 102}
     assert accepted_again(refused, current) == ["s.scratch"]
