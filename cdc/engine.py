@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from cdc import failpoints, snapshot_mode, window_summary
 from cdc.apply import ApplySink, OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
-from cdc.checkpoint import CheckpointStore, Lease
+from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
 from cdc.errors import CdcError, ConfigError, LeaseHeld, SchemaError, TransientError
 from cdc.logs import WindowLog, redact
 from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, TableSchema, WindowResult
@@ -242,7 +242,6 @@ class Engine:
 
         catalog = self.source.catalog()
         stopped: dict[str, Any] = dict(checkpoint.extra.get("stopped_tables") or {})
-        known_oids = checkpoint.extra.get("table_oids") or {}
         for table, stop in snapshot_mode.copy_stops(checkpoint, catalog).items():
             stopped.setdefault(table, stop)  # renamed, replicated again, newly selected: copy it
         notes = list(catalog.refused.values())
@@ -278,6 +277,7 @@ class Engine:
             notes += read.notes
             failpoints.hit("after_read")
             if read.end <= checkpoint.lsn and not read.staged:
+                copy_due = self._keep_stops(checkpoint, lease, stopped, catalog, reader)
                 return WindowResult(
                     pipeline,
                     window_id,
@@ -286,8 +286,9 @@ class Engine:
                     str(checkpoint.lsn),
                     duration_s=time.monotonic() - started,
                     stop_reason=read.stop_reason,
-                    caught_up=read.caught_up,
+                    caught_up=read.caught_up and not copy_due,
                     notes=tuple(notes),
+                    stopped_tables=tuple(sorted(stopped)),
                 )
             prefix = window_prefix(pipeline, checkpoint.lsn, read.end)
             # every window that moves the checkpoint leaves a manifest (an empty one has no
@@ -380,10 +381,7 @@ class Engine:
                 "transactions": read.transactions,
                 "changes": read.changes,
                 "stage_prefix": prefix,
-                "stopped_tables": stopped,
-                "table_oids": snapshot_mode.table_oids(known_oids, catalog.oids),
-                "refused_oids": snapshot_mode.table_oids({}, reader.refused_oids),
-                "source_tables": list(self.settings.source_tables),
+                **self._tables_kept(checkpoint, stopped, catalog, reader),
                 # for `cdc status`: what this window did, and per table its newest applied change
                 "last_window": summary,
                 "tables": {**(checkpoint.extra.get("tables") or {}), **positions},
@@ -411,6 +409,43 @@ class Engine:
             stopped_tables=tuple(sorted(stopped)),
             lag_s=window_summary.commit_lag_s(read.last_commit_ts) if read.staged else None,
         )
+
+    def _keep_stops(
+        self,
+        checkpoint: Checkpoint,
+        lease: Lease,
+        stopped: dict[str, Any],
+        catalog: Catalog,
+        reader: WindowReader,
+    ) -> bool:
+        """Save the stop records a window that read nothing found (a table added to
+        source_tables, renamed, or replicated again), with the checkpoint at the same LSN: an
+        idle source moves no WAL, and the next run must copy those tables all the same. True when
+        such a copy is now due (the next run makes it)."""
+        if all(t in (checkpoint.extra.get("stopped_tables") or {}) for t in stopped):
+            return False
+        lease = self.store.renew_lease(lease, self.settings.lease_ttl_s)
+        self.store.save(
+            lsn=checkpoint.lsn,
+            slot=self.source.slot,
+            window_id=checkpoint.window_id,
+            lease=lease,
+            expected=checkpoint,
+            extra={**checkpoint.extra, **self._tables_kept(checkpoint, stopped, catalog, reader)},
+        )
+        return self.settings.resnapshot_stopped_tables
+
+    def _tables_kept(
+        self, checkpoint: Checkpoint, stopped: dict[str, Any], catalog: Catalog, reader: WindowReader
+    ) -> dict[str, Any]:
+        """What the checkpoint keeps about the tables: the stopped ones, and what tells the next
+        window which tables were renamed, refused or newly selected (``snapshot_mode.copy_stops``)."""
+        return {
+            "stopped_tables": stopped,
+            "table_oids": snapshot_mode.table_oids(checkpoint.extra.get("table_oids") or {}, catalog.oids),
+            "refused_oids": snapshot_mode.table_oids({}, reader.refused_oids),
+            "source_tables": list(self.settings.source_tables),
+        }
 
     def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:
         """Upload the window's parts, then its manifest: a manifest means the window is complete."""

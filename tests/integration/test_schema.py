@@ -315,6 +315,26 @@ def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline)
     assert_equal(p, "a", "b")
 
 
+def test_a_table_added_to_source_tables_of_an_idle_source_is_copied(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.a (id int PRIMARY KEY)",
+        "CREATE TABLE {s}.b (id int PRIMARY KEY, v text)",
+        "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')",
+    )
+    reconfigure(p, source_tables=(f"{p.schema}.a",))
+    assert p.engine.run_window().status == "snapshot"
+    sync(p)
+    # nothing is written from here on: the window that finds b reads no change
+    reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.b"))
+    results = sync(p)
+    reason = f"table {p.schema}.b was added to source_tables: its target holds none of the rows it had before"
+    assert_stopped_then_copied(results, f"{p.schema}.b", reason, 2)
+    assert sorted((r["id"], r["v"]) for r in target(p, "b")) == [(1, "b1"), (2, "b2")]
+    assert copied_tables(sync(p)) == []  # copied once
+    assert_equal(p, "a", "b")
+
+
 def test_a_table_copied_on_request_after_joining_is_not_copied_again(p: Pipeline) -> None:
     sql(
         p,
