@@ -290,16 +290,16 @@ def test_a_renamed_table_is_re_snapshotted_under_its_new_name(p: Pipeline) -> No
     assert_equal(p, "new")
 
 
-def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline) -> None:
-    sql(
-        p,
-        "CREATE TABLE {s}.a (id int PRIMARY KEY, v text)",
-        "CREATE TABLE {s}.b (id int PRIMARY KEY, v text)",
-        "INSERT INTO {s}.a VALUES (1, 'a1')",
-        "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')",
-    )
+def replicate_a_only(p: Pipeline, *statements: str) -> None:
+    """Tables a and b (id, v), filled by ``statements``; the pipeline starts with a alone."""
+    sql(p, "CREATE TABLE {s}.a (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.b (id int PRIMARY KEY, v text)")
+    sql(p, *statements)
     reconfigure(p, source_tables=(f"{p.schema}.a",))
     assert p.engine.run_window().status == "snapshot"
+
+
+def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline) -> None:
+    replicate_a_only(p, "INSERT INTO {s}.a VALUES (1, 'a1')", "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')")
     sql(p, "UPDATE {s}.b SET v = 'b2 bis' WHERE id = 2", "INSERT INTO {s}.a VALUES (2, 'a2')")
     sync(p)
     # b joins: the rows it has (and the change above, which no window read) come with a copy
@@ -316,14 +316,7 @@ def test_a_table_added_to_source_tables_is_copied_before_it_streams(p: Pipeline)
 
 
 def test_a_table_added_to_source_tables_of_an_idle_source_is_copied(p: Pipeline) -> None:
-    sql(
-        p,
-        "CREATE TABLE {s}.a (id int PRIMARY KEY)",
-        "CREATE TABLE {s}.b (id int PRIMARY KEY, v text)",
-        "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')",
-    )
-    reconfigure(p, source_tables=(f"{p.schema}.a",))
-    assert p.engine.run_window().status == "snapshot"
+    replicate_a_only(p, "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')")
     sync(p)
     # nothing is written from here on: the window that finds b reads no change
     reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.b"))
@@ -336,14 +329,7 @@ def test_a_table_added_to_source_tables_of_an_idle_source_is_copied(p: Pipeline)
 
 
 def test_a_table_copied_on_request_after_joining_is_not_copied_again(p: Pipeline) -> None:
-    sql(
-        p,
-        "CREATE TABLE {s}.a (id int PRIMARY KEY)",
-        "CREATE TABLE {s}.b (id int PRIMARY KEY)",
-        "INSERT INTO {s}.b VALUES (1), (2)",
-    )
-    reconfigure(p, source_tables=(f"{p.schema}.a",))
-    assert p.engine.run_window().status == "snapshot"
+    replicate_a_only(p, "INSERT INTO {s}.b VALUES (1, 'b1'), (2, 'b2')")
     reconfigure(p, source_tables=(f"{p.schema}.a", f"{p.schema}.b"))
     copy = p.engine.run_window(mode="snapshot", tables=(f"{p.schema}.b",))  # before any window
     assert copy.tables == {f"{p.schema}.b": {"snapshot_rows": 2}}
