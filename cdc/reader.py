@@ -80,6 +80,7 @@ class WindowReader:
         self.refused_oids = dict(catalog.refused_oids)
         self._outside: set[tuple[str, str]] = set()  # a refresh found them outside source_tables
         self.partitions = dict(catalog.partitions)
+        self.partition_attnums = dict(catalog.partition_attnums)
         self._column_origins = column_origins
         self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
         # tables re-snapshotted at S: their changes committed before S are in the copy already
@@ -209,8 +210,18 @@ class WindowReader:
         ident = change.ident
         root = self.partitions.get(ident) if self.partitions else None
         if root is not None:
-            change = change.moved_to(root[0], root[1])
+            partition = f"{change.schema}.{change.table}"
+            change = change.moved_to(root[0], root[1], self.partition_attnums.get(ident))
             ident = change.ident
+            if change.op == "T" and ident in self.tables and ident not in self.skip:
+                # the target cannot empty only this partition's rows: the table is copied again
+                self._stop(
+                    self.tables[ident],
+                    f"its partition {partition} was truncated, and the target cannot empty only the "
+                    "rows of one partition",
+                    read,
+                )
+                return None
         if ident in self.skip or (read.stopped and f"{change.schema}.{change.table}" in read.stopped):
             return None
         if ident not in self.tables and ident not in self.refused_oids and ident not in self._outside:
@@ -233,6 +244,7 @@ class WindowReader:
             if ident not in self.tables:
                 self.refused_oids.setdefault(ident, oid)
         self.partitions.update(fresh.partitions)
+        self.partition_attnums.update(fresh.partition_attnums)
         return fresh
 
     def _add(self, writer: WindowWriter, change: RowChange, txn: Begin, read: WindowRead) -> bool:

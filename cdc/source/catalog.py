@@ -73,9 +73,17 @@ def array_element(text: str) -> str | None:
 
 
 # Partitions of partitioned tables: their changes count for the root table. Foreign ones too, to
-# refuse their root: no change to their rows reaches the WAL.
+# refuse their root: no change to their rows reaches the WAL. A partition's columns have the root's
+# names, not always its attnums (a partition attached with its columns in another order, or created
+# after a column of the root was dropped): each column's attnum in both, paired by name.
 _PARTITIONS_SQL = f"""
-SELECT n.nspname, c.relname, rn.nspname, r.relname, c.relkind, c.relpersistence
+SELECT n.nspname, c.relname, rn.nspname, r.relname, c.relkind, c.relpersistence,
+       ARRAY(SELECT pa.attnum FROM pg_attribute pa
+             JOIN pg_attribute ra ON ra.attrelid = r.oid AND ra.attname = pa.attname
+             WHERE pa.attrelid = c.oid AND pa.attnum > 0 AND NOT pa.attisdropped ORDER BY pa.attnum),
+       ARRAY(SELECT ra.attnum FROM pg_attribute pa
+             JOIN pg_attribute ra ON ra.attrelid = r.oid AND ra.attname = pa.attname
+             WHERE pa.attrelid = c.oid AND pa.attnum > 0 AND NOT pa.attisdropped ORDER BY pa.attnum)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
@@ -199,6 +207,8 @@ class Catalog:
     # ... and of each refused table that exists: once accepted, it needs a copy (its changes were
     # skipped while it was refused)
     refused_oids: dict[tuple[str, str], int] = field(default_factory=dict)
+    # partition attnum -> root attnum, for the partitions whose columns' attnums are not the root's
+    partition_attnums: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
 
 
 def load_catalog(
@@ -244,11 +254,14 @@ def load_catalog(
                     kinds.setdefault("replident", []).append(attname)
         cur.execute(_PARTITIONS_SQL)
         partitions: dict[tuple[str, str], tuple[str, str]] = {}
+        partition_attnums: dict[tuple[str, str], dict[int, int]] = {}
         unlogged_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
         foreign_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for schema, name, root_schema, root, kind, persistence in cur.fetchall():
+        for schema, name, root_schema, root, kind, persistence, own, roots in cur.fetchall():
             if not wanted or (root_schema, root) in wanted:
                 partitions[(schema, name)] = (root_schema, root)
+                if own != roots:
+                    partition_attnums[(schema, name)] = dict(zip(own, roots, strict=True))
                 # only a leaf holds rows: a partitioned table created UNLOGGED logs its partitions
                 if kind == "r" and persistence == "u":
                     unlogged_parts.setdefault((root_schema, root), []).append((schema, name))
@@ -317,4 +330,4 @@ def load_catalog(
     rel_oids = {(schema, name): int(oid) for oid, schema, name, *_ in rels}
     table_oids = {ident: rel_oids[ident] for ident in tables}
     refused_oids = {ident: rel_oids[ident] for ident in refused if ident in rel_oids}
-    return Catalog(tables, refused, partitions, fixes, table_oids, refused_oids)
+    return Catalog(tables, refused, partitions, fixes, table_oids, refused_oids, partition_attnums)

@@ -219,9 +219,17 @@ class RowChange(msgspec.Struct, frozen=True, gc=False, tag_field="action"):
     def ident(self) -> tuple[str, str]:
         return (self.schema, self.table)
 
-    def moved_to(self, schema: str, table: str) -> RowChange:
-        """The same change, counted for another table (a partition's change for its root)."""
-        return msgspec.structs.replace(self, schema=schema, table=table)
+    def moved_to(self, schema: str, table: str, attnums: dict[int, int] | None = None) -> RowChange:
+        """The same change, counted for another table (a partition's change for its root), with
+        its columns' positions read through ``attnums`` when given (the partition's attnum -> the
+        root's; a position it lacks becomes None, and the column is known by its name)."""
+        if attnums is None or self.columns is None:
+            return msgspec.structs.replace(self, schema=schema, table=table)
+        columns = [
+            Field(f.name, f.value, None if f.position is None else attnums.get(f.position))
+            for f in self.columns
+        ]
+        return msgspec.structs.replace(self, schema=schema, table=table, columns=columns)
 
     def attnum(self, column: str) -> int | None:
         """The attnum of one column of ``columns`` when the decoder reported positions."""

@@ -199,6 +199,58 @@ def test_partitioned_table_replicates_into_one_target(p: Pipeline) -> None:
     assert_equal(p, "events")
 
 
+def test_partitions_whose_columns_sit_elsewhere_than_the_roots_replicate_by_name(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.events (id int, gone int, day date, v text, PRIMARY KEY (id, day)) "
+        "PARTITION BY RANGE (day)",
+        "ALTER TABLE {s}.events DROP COLUMN gone",
+        # attnums id 1, day 2, v 3 (the root's are 1, 3, 4)
+        "CREATE TABLE {s}.events_01 PARTITION OF {s}.events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+        # attached with its columns in another order: v 1, id 2, day 3
+        "CREATE TABLE {s}.events_02 (v text, id int NOT NULL, day date NOT NULL)",
+        "ALTER TABLE {s}.events ATTACH PARTITION {s}.events_02 FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')",
+        "INSERT INTO {s}.events VALUES (0, '2026-01-02', 'z'), (9, '2026-02-02', 'y')",
+    )
+    assert p.engine.run_window().status == "snapshot"
+    sql(
+        p,
+        "INSERT INTO {s}.events VALUES (1, '2026-01-05', 'a'), (2, '2026-02-07', 'b'), (3, '2026-02-09', 'c')",
+        "UPDATE {s}.events SET v = v || '!' WHERE id IN (0, 2, 9)",
+        "DELETE FROM {s}.events WHERE id = 3",
+    )
+    sync(p)
+    assert sorted((r["id"], str(r["day"]), r["v"]) for r in target(p, "events")) == [
+        (0, "2026-01-02", "z!"),
+        (1, "2026-01-05", "a"),
+        (2, "2026-02-07", "b!"),
+        (9, "2026-02-02", "y!"),
+    ]
+    assert_equal(p, "events")
+
+
+def test_a_truncated_partition_empties_only_its_rows(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.events (id int, day date, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)",
+        "CREATE TABLE {s}.events_01 PARTITION OF {s}.events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+        "CREATE TABLE {s}.events_02 PARTITION OF {s}.events FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')",
+        "INSERT INTO {s}.events VALUES (1, '2026-01-02'), (2, '2026-02-02')",
+    )
+    assert p.engine.run_window().status == "snapshot"
+    sql(p, "INSERT INTO {s}.events VALUES (3, '2026-01-03'), (4, '2026-02-04')", "TRUNCATE {s}.events_01")
+    sql(p, "INSERT INTO {s}.events VALUES (5, '2026-01-05')")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert f"its partition {p.schema}.events_01 was truncated" in notes, notes
+    assert copied_tables(results) == [{f"{p.schema}.events": {"snapshot_rows": 3}}]
+    assert sorted(r["id"] for r in target(p, "events")) == [2, 4, 5]
+    sql(p, "TRUNCATE {s}.events", "INSERT INTO {s}.events VALUES (6, '2026-02-06')")
+    sync(p)
+    assert [r["id"] for r in target(p, "events")] == [6]
+    assert_equal(p, "events")
+
+
 def test_inherited_tables_each_hold_only_their_own_rows(p: Pipeline) -> None:
     """A table that others inherit from is read without their rows (in the snapshot and by verify):
     wal2json reports the changes of an inheriting table under that table's name."""
