@@ -25,9 +25,12 @@ from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
 
 log = logging.getLogger(__name__)
 
-# Values are rendered by the walsender in its session settings: fix them so text forms are stable.
+# Values are rendered by the walsender in its session settings: fix them so text forms are stable
+# (wal2json cuts the first two characters, the "\x" of the hex form, off a bytea's text: any other
+# bytea_output would be misread).
 SESSION_OPTIONS = (
     "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c lc_monetary=C"
+    " -c bytea_output=hex"
 )
 
 IDLE_POLL_S = 0.2  # wait on the socket this long when nothing is buffered

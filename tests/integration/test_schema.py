@@ -251,6 +251,21 @@ def test_a_truncated_partition_empties_only_its_rows(p: Pipeline) -> None:
     assert_equal(p, "events")
 
 
+def test_bytea_replicates_whatever_bytea_output_the_database_sets(p: Pipeline) -> None:
+    [(db,)] = source(p, "SELECT current_database()")
+    sql(p, "CREATE TABLE {s}.blobs (id int PRIMARY KEY, b bytea)", "INSERT INTO {s}.blobs VALUES (1, 'ab1234')")
+    sql(p, f'ALTER DATABASE "{db}" SET bytea_output = escape')
+    try:
+        assert p.engine.run_window().status == "snapshot"
+        sql(p, "INSERT INTO {s}.blobs VALUES (2, 'xxcafe'), (3, '\\000\\377')")
+        sync(p)
+    finally:
+        sql(p, f'ALTER DATABASE "{db}" RESET bytea_output')
+    rows = {r["id"]: bytes(r["b"]) for r in target(p, "blobs")}
+    assert rows == {1: b"ab1234", 2: b"xxcafe", 3: b"\x00\xff"}
+    assert_equal(p, "blobs")
+
+
 def test_inherited_tables_each_hold_only_their_own_rows(p: Pipeline) -> None:
     """A table that others inherit from is read without their rows (in the snapshot and by verify):
     wal2json reports the changes of an inheriting table under that table's name."""
