@@ -118,7 +118,9 @@ class _TableBuffer:
         self.parts = 0  # parts started (a part is added to ``files`` once written)
         self.taken = 0  # rows that left ``waiting`` for a part
         self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}  # inserts counted as they leave ``waiting``
-        self.truncate: tuple[int, int] | None = None
+        # (commit LSN, seq) of each TRUNCATE, in stream order: the staged one is the last of those
+        # committed within the window (a transaction the window cuts off is read again, whole, later)
+        self.truncates: list[tuple[int, int]] = []
 
     def known(self, names: dict[str, Any], aliases: dict[str, str | None]) -> dict[str, Any]:
         """The values under their current column names: renamed columns under the new name,
@@ -181,14 +183,15 @@ class _TableBuffer:
             fill_from_source(self.table, self.mappings, columns[:n], columns[n + 2], columns[n + 4], resolver)
         return columns
 
-    def staged(self) -> StagedTable:
+    def staged(self, max_lsn: int | None) -> StagedTable:
+        committed = [t for t in self.truncates if max_lsn is None or t[0] <= max_lsn]
         return StagedTable(
             table=self.table,
             stage_dir=self.table.stage_dir,
             files=tuple(self.files),
             rows=self.rows,
             ops=dict(self.ops),
-            truncate=self.truncate,
+            truncate=committed[-1] if committed else None,
             columns_as_text=tuple(
                 col.name for col, m in zip(self.table.columns, self.mappings, strict=True) if not m.exact
             ),
@@ -270,7 +273,7 @@ class WindowWriter:
                 buf.moved.pop(key, None)
             self._emit(buf, buf.key_row(key), lsn, "D", commit_ts, None)
         elif op == "T":
-            buf.truncate = (lsn, self._seq)
+            buf.truncates.append((lsn, self._seq))
             buf.moved.clear()
             self._seq += 1
         else:
@@ -312,23 +315,25 @@ class WindowWriter:
 
     def has_rows(self, table: TableSchema) -> bool:
         buf = self._tables.get(table.ident)
-        return buf is not None and (buf.rows > 0 or buf.truncate is not None)
+        return buf is not None and (buf.rows > 0 or bool(buf.truncates))
 
     def replace_schema(self, table: TableSchema) -> None:
         """Use a newer schema for a table that has no rows in this window yet."""
         buf = self._tables.get(table.ident)
-        if buf is not None and (buf.rows or buf.truncate is not None):
+        if buf is not None and (buf.rows or buf.truncates):
             raise RuntimeError(f"table {table.qualified} already has rows in this window")
         self._tables.pop(table.ident, None)
 
-    def close(self) -> list[StagedTable]:
-        """Write what is still buffered; return one ``StagedTable`` per table the window touched."""
+    def close(self, max_lsn: int | None = None) -> list[StagedTable]:
+        """Write what is still buffered; return one ``StagedTable`` per table the window touched.
+        With ``max_lsn`` (the window's last commit), a TRUNCATE of a transaction past it (one the
+        window cuts off) is not staged: the MERGE leaves that transaction's rows out too."""
         if self._result is None:
             for buf in self._tables.values():
                 self._flush(buf)
             if self._writer is not None:
                 self._writer.close()
-            self._result = [buf.staged() for buf in self._tables.values()]
+            self._result = [buf.staged(max_lsn) for buf in self._tables.values()]
         return list(self._result)
 
     def _buffer(self, schema: str, table: str) -> _TableBuffer:

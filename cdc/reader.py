@@ -177,7 +177,7 @@ class WindowReader:
                 "changes of tables outside the replicated set skipped",
                 extra={"tables": sorted(read.skipped_tables)},
             )
-        staged = writer.close()
+        staged = writer.close(read.last_commit_lsn.value if read.last_commit_lsn else 0)
         # Rows of a transaction cut off at the window end stay in the parts; the MERGE filters them
         # with max_lsn (their commit LSN lies past the window's last commit).
         read.staged = (

@@ -172,6 +172,27 @@ def test_soft_delete_keeps_rows_flagged_and_reinsert_clears_the_flag(p: Pipeline
     assert_equal(p, "t")
 
 
+def test_a_truncate_in_a_transaction_the_window_cuts_off_waits_for_that_transaction(p: Pipeline) -> None:
+    reconfigure(p, delete_mode="soft")
+    sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY, v text)", "INSERT INTO {s}.t VALUES (1, 'a'), (2, 'b')")
+    p.engine.run_window()
+    source = p.engine.source
+    before = [source.catalog()]  # the next window starts with the schema before the column is added
+    sql(p, "UPDATE {s}.t SET v = 'bb' WHERE id = 2")
+    # the window ends before this transaction, at the insert that has the added column
+    sql(p, "TRUNCATE {s}.t", "ALTER TABLE {s}.t ADD COLUMN n int", "INSERT INTO {s}.t VALUES (1, 'new', 5)")
+    catalog = source.catalog
+    source.catalog = lambda: before.pop() if before else catalog()  # type: ignore[method-assign]
+    try:
+        results = sync(p)
+    finally:
+        del source.catalog
+    assert results[0]["stop_reason"] == "schema_change"
+    rows = {r["id"]: (r["v"], r["n"], r["_CDC_DELETED"]) for r in target(p, "t")}
+    assert rows == {1: ("new", 5, False), 2: ("bb", None, True)}
+    assert_equal(p, "t")
+
+
 def test_partitioned_table_replicates_into_one_target(p: Pipeline) -> None:
     sql(
         p,

@@ -285,6 +285,20 @@ def test_table_with_only_a_truncate_has_no_files(tmp_path: Path) -> None:
     assert not (tmp_path / "public.cdc_t1").exists()
 
 
+@pytest.mark.parametrize(("max_lsn", "staged_truncate"), [(None, (20, 2)), (20, (20, 2)), (19, (9, 0)), (8, None)])
+def test_a_truncate_past_the_last_commit_is_not_staged(
+    tmp_path: Path, max_lsn: int | None, staged_truncate: tuple[int, int] | None
+) -> None:
+    writer = WindowWriter(tmp_path, schema_for)
+    truncate = Change(op="T", schema="public", table="cdc_t1", lsn=Lsn(5))
+    writer.add(truncate, Lsn(9), "2026-01-01 00:00:00+00")
+    insert = Change(op="I", schema="public", table="cdc_t1", lsn=Lsn(11), values={"id": 1, "note": "a"})
+    writer.add(insert, Lsn(20), "2026-01-01 00:00:01+00")
+    writer.add(truncate, Lsn(20), "2026-01-01 00:00:01+00")  # the window may end before this commit
+    [staged] = writer.close(max_lsn)
+    assert staged.truncate == staged_truncate and staged.ops["T"] == 2
+
+
 def test_parts_split_at_part_max_rows_while_adding(tmp_path: Path) -> None:
     writer = WindowWriter(tmp_path, schema_for, part_max_rows=3)
     t1 = tmp_path / "public.cdc_t1"
