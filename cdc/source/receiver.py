@@ -211,6 +211,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
     import psycopg2
 
     from cdc.model import Lsn
+    from cdc.source.ping import ping
     from cdc.source.slot import BATCH_WAIT_S, IDLE_POLL_S, KEEPALIVE_EVERY_S, PostgresSource, classify_error
     from cdc.source.tls import enable_read_ahead
 
@@ -223,7 +224,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
         server = int(config["start"])
         batch: list[bytes] = []
         size = 0
-        flowing = False
+        flowing = data_seen = False
         last_keepalive = time.monotonic()
         while True:
             try:
@@ -231,7 +232,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
             except psycopg2.Error as exc:
                 raise classify_error(exc, "reading the replication stream") from exc
             if msg is not None:
-                flowing = True
+                flowing = data_seen = True
                 payload = msg.payload
                 if msg.data_start > server:
                     server = msg.data_start
@@ -265,7 +266,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
             _write(out_fd, HEADER.pack(POSITION, 0, server))
             now = time.monotonic()
             if now - last_keepalive >= KEEPALIVE_EVERY_S:
-                cur.send_feedback(reply=True)
+                ping(conn, cur, data_seen)
                 last_keepalive = now
             if in_fd in select.select([cur, in_fd], [], [], IDLE_POLL_S)[0]:
                 return  # stdin closed (or written to): the parent is done

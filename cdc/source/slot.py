@@ -19,6 +19,7 @@ from cdc.errors import AuthError, SourceError, SourceUnavailable
 from cdc.model import Begin, Commit, Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
 from cdc.source.lookup import current_text
+from cdc.source.ping import STATUS_INTERVAL_S, ping
 from cdc.source.receiver import MESSAGES, POSITION, Receiver
 from cdc.source.tls import enable_read_ahead
 from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
@@ -232,7 +233,11 @@ class PostgresSource:
             cur = conn.cursor()
             try:
                 cur.start_replication(
-                    slot_name=self.slot, decode=False, start_lsn=start.value, options=WAL2JSON_OPTIONS
+                    slot_name=self.slot,
+                    decode=False,
+                    start_lsn=start.value,
+                    options=WAL2JSON_OPTIONS,
+                    status_interval=STATUS_INTERVAL_S,  # see cdc.source.ping
                 )
                 return cur
             except psycopg2.errors.ObjectInUse as exc:
@@ -287,7 +292,7 @@ class PostgresSource:
             cur = self.start_replication(conn, start)
             ahead = enable_read_ahead(conn)  # only now that the connection streams (see cdc.source.tls)
             in_txn = False
-            flowing = False
+            flowing = data_seen = False
             last_keepalive = time.monotonic()
             while True:
                 try:
@@ -295,7 +300,7 @@ class PostgresSource:
                 except psycopg2.Error as exc:
                     raise classify_error(exc, "reading the replication stream") from exc
                 if msg is not None:
-                    flowing = True
+                    flowing = data_seen = True
                     if msg.data_start > server:
                         server = msg.data_start
                     parsed = parse_row(msg.payload)
@@ -327,7 +332,7 @@ class PostgresSource:
                 if now >= deadline:
                     return
                 if now - last_keepalive >= KEEPALIVE_EVERY_S:
-                    cur.send_feedback(reply=True)
+                    ping(conn, cur, data_seen)
                     last_keepalive = now
                 select.select([cur], [], [], min(IDLE_POLL_S, max(0.0, deadline - now)))
         finally:

@@ -359,3 +359,21 @@ def test_the_child_runs_this_package_whatever_the_working_directory_holds(
         source.close()
     assert [type(m) for m in got] == [Begin, RowInsert, Commit]
     assert isinstance(got[1], RowChange) and columns(got[1])["body"] == "seven"
+
+
+@pytest.mark.parametrize("threshold", [IN_LINE, CHILD], ids=["in line", "child"])
+def test_asking_the_server_where_it_stands_confirms_nothing(env: Env, threshold: int) -> None:
+    slot, start = env.create_slot(f"ping{threshold + 1}")
+    with env.p.admin.cursor() as cur:
+        cur.execute("SELECT pg_switch_wal()")  # WAL past the slot that no message comes for
+    env.p.admin.commit()
+    source = PostgresSource(env.params, slot, receive_process_min_bytes=threshold)
+    try:
+        position = StreamPosition(server_lsn=start)
+        never = Lsn(env.current_wal_lsn().value + (1 << 40))  # the stream waits, asking now and then
+        assert list(source.stream_rows(start, never, time.monotonic() + 3.5, position)) == []
+        assert position.server_lsn > start and not position.caught_up
+        info = source.slot_info()
+        assert info is not None and info.confirmed_flush == start
+    finally:
+        source.close()
