@@ -289,8 +289,13 @@ def merge_sql(
                 f'CASE WHEN d."_KS{n}" >= COALESCE(d."_LS", -1) THEN d."_KS{n}" END) END'
             )
             joins.append(f'LEFT JOIN {load_fq} v{n} ON v{n}."_CDC_SEQ" = {source}')
+            # a moved row no change of the window sent the column for keeps the value it had under
+            # its origin key, which the target holds there, or, when the target has the move already
+            # (the window read again after a run that merged it and stopped before its checkpoint),
+            # under the current key: by then the origin key may be gone or hold another row
             expr = (
                 f'CASE WHEN v{n}."_CDC_SEQ" IS NOT NULL THEN {_value(col, f"v{n}")} '
+                f'WHEN {moved} AND cur."_CDC_LSN" >= mv."_CDC_LSN" THEN cur.{name} '
                 f"WHEN {moved} THEN org.{name} ELSE cur.{name} END"
             )
         select.append(f"{expr} AS {name}")
@@ -305,6 +310,7 @@ def merge_sql(
         on_org = " AND ".join(f"org.{ident(c.name)} = l.{ident(c.origin_name)}" for c in key_cols)
         joins = [
             'LEFT JOIN w d ON d."_CDC_SEQ" = l."_CDC_CHAIN" - 1',
+            'LEFT JOIN w mv ON mv."_CDC_SEQ" = l."_CDC_CHAIN"',
             *joins,
             f"LEFT JOIN {target_fq} cur ON {on_cur}{newer}",
             f"LEFT JOIN {target_fq} org ON {on_org}{org_newer}",

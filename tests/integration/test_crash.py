@@ -199,3 +199,37 @@ def test_a_crash_while_a_column_is_added_still_fills_it(stack: Any, failpoint: s
         assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
     finally:
         p.close()
+
+
+def test_a_key_change_merged_by_a_run_killed_before_its_checkpoint_keeps_its_toasted_value(
+    stack: Any,
+) -> None:
+    p = Pipeline(stack)
+    big = "x" * 5000
+    try:
+        with p.conn.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {p.schema}")
+            cur.execute(f"CREATE TABLE {p.schema}.t (id int PRIMARY KEY, note text, n int)")
+            cur.execute(f"ALTER TABLE {p.schema}.t ALTER COLUMN note SET STORAGE EXTERNAL")
+            cur.execute(f"INSERT INTO {p.schema}.t VALUES (1, %s, 0)", (big,))
+        p.conn.commit()
+        p.settings = p.settings.replace(source_tables=(f"{p.schema}.t",))
+        p.engine.close()
+        p.engine = build_engine(p.settings)
+        assert p.engine.run_window().status == "snapshot"
+        with p.conn.cursor() as cur:
+            cur.execute(f"UPDATE {p.schema}.t SET id = 2 WHERE id = 1")  # the TOASTed note is not sent
+        p.conn.commit()
+        kill_at(stack, p, "after_merge")  # the target has the move; the checkpoint is before it
+        with p.conn.cursor() as cur:
+            cur.execute(f"UPDATE {p.schema}.t SET n = 5 WHERE id = 2")  # the note is not sent either
+            cur.execute(f"INSERT INTO {p.schema}.t VALUES (1, 'w', 0)")  # the old key is used again
+        p.conn.commit()
+        sync_until_caught_up(stack, p)  # reads the move again, with the changes after it
+        table = p.engine.source.catalog().tables[(p.schema, "t")]
+        rows = {r["id"]: (r["note"], r["n"]) for r in p.engine.sink.fetch_table(table)}  # type: ignore[attr-defined]
+        assert rows == {1: ("w", 0), 2: (big, 5)}
+        diff = compare_table(p.conn, p.engine, table)
+        assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
+    finally:
+        p.close()
