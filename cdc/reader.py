@@ -110,7 +110,7 @@ class WindowReader:
         }
         self._direct = direct
         add = writer.add
-        stream = self.source.stream_rows(start, bounds.until, bounds.deadline, position)
+        stream = self.source.stream_rows(start, bounds.until, bounds.deadline, position, bounds.hard_deadline)
         gc_was_enabled = gc.isenabled()
         # the stream allocates millions of short-lived objects and no cycles: collections would
         # only walk the rows waiting in the buffers again and again
@@ -167,6 +167,8 @@ class WindowReader:
                     # Every commit before the server's position has been received: safe to move there.
                     read.end = max(read.end, position.server_lsn)
                 else:
+                    if txn is not None:  # the deadline came inside a transaction (hard: see _out_of_time)
+                        self._out_of_time(read, bounds, txn, in_txn_changes)
                     read.stop_reason = "time_budget"
         finally:
             stream.close()

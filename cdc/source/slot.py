@@ -36,6 +36,7 @@ SESSION_OPTIONS = (
 
 IDLE_POLL_S = 0.2  # wait on the socket this long when nothing is buffered
 KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often while idle
+STALL_S = 3 * KEEPALIVE_EVERY_S  # past a soft deadline, an idle stream waits while the server moves
 BATCH_WAIT_S = 0.002  # let messages gather in the socket once it runs dry mid-stream
 
 
@@ -119,6 +120,28 @@ def classify_error(exc: psycopg2.Error, what: str) -> Exception:
 
 
 _classify = classify_error
+
+
+class _Deadline:
+    """When a stream that waits for messages stops at its deadline.
+
+    A hard deadline (an invocation's) stops it at once. Otherwise the window may go on past it to
+    the next commit, so the stream waits on while a transaction is open, and while the server's
+    position still moves (the walsender decoding a large transaction before its first message, or
+    WAL that sends nothing): it stops once neither holds, after ``STALL_S`` without a move."""
+
+    def __init__(self, deadline: float, hard: bool) -> None:
+        self.deadline = deadline
+        self.hard = hard
+        self._server = -1
+        self._moved_at = 0.0
+
+    def ends(self, now: float, in_txn: bool, server: int) -> bool:
+        if server != self._server:
+            self._server, self._moved_at = server, now
+        if now < self.deadline:
+            return False
+        return self.hard or (not in_txn and now - self._moved_at >= STALL_S)
 
 
 class PostgresSource:
@@ -260,13 +283,15 @@ class PostgresSource:
             rows.close()
 
     def stream_rows(
-        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition, hard: bool = True
     ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
         """Yield decoded messages (with their payload size) from ``start``, changes as ``RowChange``.
 
         The stream ends when the server has sent everything before ``until`` and no transaction
-        is open (``position.caught_up``), or when ``deadline`` (time.monotonic) passes. The caller
-        stops earlier by closing the generator; it decides where a window ends (always on a commit).
+        is open (``position.caught_up``), or, while nothing arrives, once ``deadline``
+        (time.monotonic) has passed (``_Deadline``: a deadline that is not ``hard`` waits for an
+        open transaction, and while the walsender still moves). The caller stops earlier by closing
+        the generator; it decides where a window ends (always on a commit).
         ``position`` is brought up to date at each commit, while idle and when the stream ends.
 
         The walsender sends one message per change and flushes each: a reader that woke for each
@@ -279,13 +304,15 @@ class PostgresSource:
         them, so both run at once on different cores; what is yielded is the same.
         """
         threshold = self.receive_process_min_bytes
+        rule = _Deadline(deadline, hard)
         if threshold >= 0 and until.value - start.value >= threshold:
-            return self._stream_received(start, until, deadline, position)
-        return self._stream_in_line(start, until, deadline, position)
+            return self._stream_received(start, until, rule, position)
+        return self._stream_in_line(start, until, rule, position)
 
     def _stream_in_line(
-        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+        self, start: Lsn, until: Lsn, rule: _Deadline, position: StreamPosition
     ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
+        deadline = rule.deadline
         conn = self.replication_connection()
         server = position.server_lsn.value
         try:
@@ -329,19 +356,20 @@ class PostgresSource:
                 if not in_txn and server >= until.value:
                     position.caught_up = True
                     return
-                if now >= deadline:
+                if rule.ends(now, in_txn, server):
                     return
                 if now - last_keepalive >= KEEPALIVE_EVERY_S:
                     ping(conn, cur, data_seen)
                     last_keepalive = now
-                select.select([cur], [], [], min(IDLE_POLL_S, max(0.0, deadline - now)))
+                wait = IDLE_POLL_S if now >= deadline else min(IDLE_POLL_S, deadline - now)
+                select.select([cur], [], [], wait)
         finally:
             if server > position.server_lsn.value:
                 position.server_lsn = Lsn(server)
             conn.close()
 
     def _stream_received(
-        self, start: Lsn, until: Lsn, deadline: float, position: StreamPosition
+        self, start: Lsn, until: Lsn, rule: _Deadline, position: StreamPosition
     ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
         """``stream_rows`` with the messages received by a child process (same ending rules)."""
         try:
@@ -379,7 +407,7 @@ class PostgresSource:
                 if not in_txn and server >= until.value:
                     position.caught_up = True
                     return
-                if time.monotonic() >= deadline:
+                if rule.ends(time.monotonic(), in_txn, server):
                     return
         finally:
             if server > position.server_lsn.value:

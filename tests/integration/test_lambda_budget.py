@@ -229,3 +229,17 @@ def test_a_transaction_longer_than_any_invocation_fails_clearly_and_a_run_withou
     applied = p.engine.run_window()
     assert (applied.status, applied.transactions, applied.changes) == ("applied", 1, rows)
     assert wide_target(p) == expected_wide(6)
+
+
+def test_a_run_without_an_invocation_deadline_waits_for_a_transaction_still_being_decoded(p: Pipeline) -> None:
+    assert p.engine.run_window().status == "snapshot"
+    rows = 400_000  # the walsender reads its WAL for longer than the window's second before the first message
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.u SELECT i, 'n' FROM generate_series(1, {rows}) i")
+    p.conn.commit()
+    p.engine.close()
+    p.engine = build_engine(p.settings.replace(window_max_seconds=1))
+    started = time.monotonic()
+    result = p.engine.run_window()
+    assert (result.status, result.transactions, result.changes) == ("applied", 1, rows), time.monotonic() - started
+    assert target_ids(p, "u") == list(range(1, rows + 1))
