@@ -23,6 +23,10 @@ _NOT_TEXT_ELEMENTS = frozenset({"int", "float4", "float8", "bool", "json", "mone
 # quotes, escapes, nesting, or a character JSON must escape (controls, DEL is fine, lone
 # surrogates are not): the parser and json.dumps decide
 _NOT_SIMPLE = re.compile(r'["\\{}\x00-\x1f\ud800-\udfff]')
+# what PostgreSQL's array input trims around an element (scanner_isspace): ASCII blanks only; an
+# element with any other space (U+00A0, U+3000, ...) at its ends keeps it, and array_out does not
+# quote it
+_BLANKS = " \t\n\r\v\f"
 
 
 def parse_money(text: str) -> Decimal:
@@ -67,7 +71,7 @@ def parse_pg_array(text: str, delimiter: str = ",") -> tuple[list[int] | None, l
                 i, escaped = i + 1, True
             out.append(text[i : i + 1])
             i += 1
-        raw = "".join(out).strip()
+        raw = "".join(out).strip(_BLANKS)
         if not raw or i >= len(text):
             raise ValueError(f"empty or unterminated element at offset {start}")
         return (None if raw.upper() == "NULL" and not escaped else raw), i
@@ -146,7 +150,7 @@ def _simple_text_array(text: str, element: TypeMapping, delimiter: str) -> str |
         return "[]"
     items: list[str] = []
     for raw in inner.split(delimiter):
-        item = raw.strip()
+        item = raw.strip(_BLANKS)
         if not item:
             return None  # an empty element: the parser says what is wrong
         items.append("null" if item.upper() == "NULL" else f'"{item}"')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -218,3 +219,20 @@ def test_table_without_key_is_refused_by_name_while_others_replicate(p: Pipeline
     notes = " ".join(n for r in results for n in r["notes"])
     assert f"{p.schema}.nokey has no primary key" in notes and "REPLICA IDENTITY USING INDEX" in notes
     assert [r["id"] for r in target(p, "fine")] == [1]
+
+
+def test_array_elements_keep_the_spaces_postgresql_keeps(p: Pipeline) -> None:
+    # array_out quotes an element for ASCII blanks only: these travel unquoted, spaces and all
+    elements = ["\u00a0abc\u00a0", "abc\u2003", "\u3000", "a\x1c", "\u0085b"]
+    sql(p, "CREATE TABLE {s}.arr (id int PRIMARY KEY, tags text[])")
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.arr VALUES (1, %s)", (elements,))
+    p.conn.commit()
+    p.engine.run_window()  # the snapshot copies row 1
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.arr VALUES (2, %s), (3, %s)", (elements, elements[2:3]))
+    p.conn.commit()
+    sync(p)
+    rows = {r["id"]: r["tags"] for r in target(p, "arr")}
+    assert {k: json.loads(v) for k, v in rows.items()} == {1: elements, 2: elements, 3: ["\u3000"]}
+    assert_equal(p, "arr")
