@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any, ClassVar, NoReturn
 
 import msgspec
@@ -50,8 +51,10 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _json_int(text: str) -> int | str:
-    """JSON integers as int, but ``-0`` (a float column's negative zero) as text, keeping its sign."""
-    return text if text == "-0" else int(text)
+    """JSON integers as int, but ``-0`` (a float column's negative zero) as text, keeping its sign,
+    and so an integer longer than Python converts (a numeric of thousands of digits)."""
+    limit = sys.get_int_max_str_digits()
+    return text if text == "-0" or (limit and len(text.lstrip("-")) > limit) else int(text)
 
 
 def parse_message(payload: bytes | str) -> Begin | Commit | Change | None:

@@ -236,3 +236,17 @@ def test_array_elements_keep_the_spaces_postgresql_keeps(p: Pipeline) -> None:
     rows = {r["id"]: r["tags"] for r in target(p, "arr")}
     assert {k: json.loads(v) for k, v in rows.items()} == {1: elements, 2: elements, 3: ["\u3000"]}
     assert_equal(p, "arr")
+
+
+def test_a_numeric_of_thousands_of_digits_replicates(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.big (id int PRIMARY KEY, n numeric)",
+        "INSERT INTO {s}.big VALUES (1, repeat('7', 5000)::numeric)",
+    )
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.big VALUES (2, ('-' || repeat('9', 4301))::numeric), (3, 12)")
+    sync(p)
+    rows = {r["id"]: str(r["n"]) for r in target(p, "big")}
+    assert rows == {1: "7" * 5000, 2: "-" + "9" * 4301, 3: "12"}
+    assert_equal(p, "big")
