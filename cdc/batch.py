@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cdc.convert import ValueLookup, fill_from_source
 from cdc.errors import DecodeError, SchemaError, UnknownColumn
 from cdc.model import Change, Column, FieldLike, Lsn, RowLike, StagedFile, StagedTable, TableSchema
+from cdc.nan_fill import ValueLookup, fill_from_source
 from cdc.part_writer import PartWriter
 from cdc.parts import META_COLUMNS, file_digest, part_name, part_schema, write_part
 from cdc.typemap import column_mapping

@@ -10,7 +10,7 @@ and value.
 Forms that reach this module (captured from wal2json 2.5, see tests/fixtures/wal2json/types.jsonl):
 integers and float/numeric values are bare JSON numbers (numbers with a fraction or exponent come
 as their exact text, ``json.loads(parse_float=str)``), except that NaN and +/-Infinity of those
-types arrive as JSON null (see ``fill_from_source``); values of a domain are JSON strings
+types arrive as JSON null (see ``cdc.nan_fill``); values of a domain are JSON strings
 (``"t"``, ``"12.50"``, ``"NaN"``); bytea is hex without ``\\x``; arrays are PostgreSQL's array text.
 Every preparation also takes PostgreSQL's text output of the value (``format('%s', col)`` in a
 session with SESSION_OPTIONS and lc_monetary=C), so rows read by SQL convert the same way.
@@ -26,13 +26,11 @@ elements are null, a 2-D array is an array of arrays. An array whose lower bound
 from __future__ import annotations
 
 import json
-import operator
 import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from itertools import compress, count, repeat
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,14 +39,12 @@ from cdc.errors import DecodeError
 from cdc.model import Column, TableSchema
 from cdc.pgarray import _NOT_TEXT_ELEMENTS, parse_money, parse_pg_array, pg_array_json
 from cdc.pgarray import INT_TEXT as _INT
-from cdc.typemap import NUMBER_KINDS, TypeMapping
+from cdc.typemap import TypeMapping
 
 __all__ = [
     "COMMIT_TS_TYPE",
     "SPECIAL_NUMBERS",
-    "ValueLookup",
     "convert_column",
-    "fill_from_source",
     "joined_texts",
     "parse_money",
     "parse_pg_array",
@@ -423,78 +419,3 @@ def _simple_arrays(texts: pa.Array, delimiter: str) -> pa.Array:
     joined = pc.binary_join(pa.ListArray.from_arrays(lists.offsets, items), '","')
     quoted = pc.replace_substring(pc.binary_join_element_wise('["', joined, '"]', ""), '"\x00"', "null")
     return pc.if_else(pc.equal(inner, ""), "[]", quoted)
-
-
-# --- NaN and +/-Infinity that wal2json sent as null ----------------------------------------------
-
-
-class ValueLookup(Protocol):
-    """Reads the current value of some columns of some rows at the source, as PostgreSQL text.
-
-    Returns ``{key: {column: text or None}}``; a key whose row no longer exists is absent.
-    ``cdc.source.lookup.SourceLookup`` implements it over a psycopg2 connection.
-    """
-
-    def __call__(
-        self, table: TableSchema, columns: Sequence[str], keys: Sequence[tuple[Any, ...]]
-    ) -> Mapping[tuple[Any, ...], Mapping[str, str | None]]: ...
-
-
-def fill_from_source(
-    table: TableSchema,
-    mappings: Sequence[TypeMapping],
-    values: list[list[Any]],
-    ops: Sequence[str],
-    unchanged: Sequence[str | None],
-    lookup: ValueLookup,
-) -> int:
-    """Replace nulls that may be NaN or +/-Infinity with the source's current value.
-
-    wal2json writes NaN, Infinity and -Infinity of numeric, real and double precision columns as
-    JSON null, so a null in such a column of an insert or update row is looked up by key (one
-    batched query per call). The value read is the row's *current* value: a later change of the
-    row comes in a later window and is applied over it, so the target converges to the source;
-    a row that no longer exists keeps null (its delete follows). ``values`` is the buffer of one
-    table, column by column, ``ops`` and ``unchanged`` its ``_CDC_OP`` and ``_CDC_UNCHANGED``
-    metadata. Returns the number of rows looked up.
-    """
-    numeric = [i for i, m in enumerate(mappings) if m.kind in NUMBER_KINDS]
-    if not numeric:
-        return 0
-    position = {col.name: i for i, col in enumerate(table.columns)}
-    key_index = [position[k] for k in table.key]
-    wanted: list[tuple[int, tuple[Any, ...], list[int]]] = []
-    # rows with a null in some number column, found without a Python step per row
-    candidates: set[int] = set()
-    for i in numeric:
-        candidates.update(compress(count(), map(operator.is_, values[i], repeat(None))))
-    for row in sorted(candidates):
-        op = ops[row]
-        if op not in ("I", "U"):
-            continue
-        omitted = unchanged[row] or ""
-        nulls = [
-            i for i in numeric if values[i][row] is None and f",{table.columns[i].attnum}," not in omitted
-        ]
-        if not nulls:
-            continue
-        key = tuple(values[i][row] for i in key_index)
-        if any(i in key_index for i in nulls) or any(k is None for k in key):
-            names = [table.columns[i].name for i in nulls if i in key_index]
-            raise DecodeError(
-                f"table {table.qualified}: key column(s) {names} of a row arrived as null, which "
-                "wal2json writes for NaN and +/-Infinity: such a key cannot be replicated"
-            )
-        wanted.append((row, key, nulls))
-    if not wanted:
-        return 0
-    columns = sorted({i for _, _, nulls in wanted for i in nulls})
-    names = [table.columns[i].name for i in columns]
-    found = lookup(table, names, list(dict.fromkeys(key for _, key, _ in wanted)))
-    for row, key, nulls in wanted:
-        current = found.get(key)
-        if current is None:
-            continue  # the row is gone: its delete comes in this or a later window
-        for i in nulls:
-            values[i][row] = current.get(table.columns[i].name)
-    return len(wanted)

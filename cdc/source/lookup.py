@@ -4,7 +4,7 @@ wal2json 2.5 writes NaN, Infinity and -Infinity of numeric, real and double prec
 JSON null, and has no option to send them as text. The window writer
 (``WindowWriter(..., resolver=SourceLookup(conn))``) therefore asks, once per table and Parquet
 part, for the current text of the float/numeric columns that arrived as null in insert and update
-rows (see ``cdc.convert.fill_from_source`` for the semantics). One query per chunk of keys:
+rows (see ``cdc.nan_fill.fill_from_source`` for the semantics). One query per chunk of keys:
 
     SELECT e.n, t."c"::text, ...
     FROM json_array_elements(%s::json) WITH ORDINALITY AS e(doc, n)
@@ -107,7 +107,7 @@ def current_text(
 
 
 class SourceLookup:
-    """``cdc.convert.ValueLookup`` over one psycopg2 connection (autocommit, SESSION_OPTIONS)."""
+    """``cdc.nan_fill.ValueLookup`` over one psycopg2 connection (autocommit, SESSION_OPTIONS)."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
