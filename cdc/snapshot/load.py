@@ -184,7 +184,7 @@ class SnapshotLoader:
             )
 
     def _register(self, table: TableSchema) -> None:
-        statements = [evolve.registry_create_sql(self._database, self._load_schema)]
+        statements = evolve.registry_create_sql(self._database, self._load_schema)
         statements += evolve.registry_write_sql(
             self._database, self._load_schema, table, evolve.registry_entries(table, [])
         )

@@ -2,10 +2,11 @@
 plan the DDL that brings the target along, or refuse what cannot be applied safely.
 
 The sink keeps a registry of the target columns it created (table ``_CDC_COLUMNS`` in the load
-schema): each column's PostgreSQL attnum and name. PostgreSQL never reuses an attnum within a
+schema): each column's PostgreSQL attnum, name and type. PostgreSQL never reuses an attnum within a
 table, so the registry tells a renamed column (same attnum, new name) from a dropped one plus an
-added one. Names are stored hex-encoded so that no name needs quoting in a literal. Pure
-builders: no connection.
+added one; the type tells a column whose type changed (``ALTER COLUMN ... TYPE`` rewrites the rows
+without any change the WAL carries) even when the target type stays the same. Names and types are
+stored hex-encoded so that none needs quoting in a literal. Pure builders: no connection.
 """
 
 from __future__ import annotations
@@ -67,11 +68,15 @@ def _hex(text: str) -> str:
     return "'" + text.encode().hex() + "'"
 
 
-def registry_create_sql(database: str, load_schema: str) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {ident(database)}.{ident(load_schema)}.{ident(REGISTRY)} "
-        "(TABLE_KEY VARCHAR, ATTNUM NUMBER(10,0), PG_NAME VARCHAR, TARGET_NAME VARCHAR)"
-    )
+def registry_create_sql(database: str, load_schema: str) -> list[str]:
+    """Create the registry; one made by an earlier version gets the type column (empty: a type
+    the registry does not know is not compared)."""
+    reg = f"{ident(database)}.{ident(load_schema)}.{ident(REGISTRY)}"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {reg} "
+        "(TABLE_KEY VARCHAR, ATTNUM NUMBER(10,0), PG_NAME VARCHAR, TARGET_NAME VARCHAR, PG_TYPE VARCHAR)",
+        f"ALTER TABLE {reg} ADD COLUMN IF NOT EXISTS PG_TYPE VARCHAR",
+    ]
 
 
 def registry_key(database: str, table: TableSchema) -> str:
@@ -80,7 +85,8 @@ def registry_key(database: str, table: TableSchema) -> str:
 
 def registry_read_sql(database: str, load_schema: str, table: TableSchema) -> str:
     return (
-        f"SELECT ATTNUM, PG_NAME, TARGET_NAME FROM {ident(database)}.{ident(load_schema)}.{ident(REGISTRY)} "
+        "SELECT ATTNUM, PG_NAME, TARGET_NAME, PG_TYPE "
+        f"FROM {ident(database)}.{ident(load_schema)}.{ident(REGISTRY)} "
         f"WHERE TABLE_KEY = '{registry_key(database, table)}'"
     )
 
@@ -88,13 +94,21 @@ def registry_read_sql(database: str, load_schema: str, table: TableSchema) -> st
 def registry_write_sql(
     database: str, load_schema: str, table: TableSchema, entries: list[tuple[int, str, str]]
 ) -> list[str]:
-    """Replace the table's registry rows with ``(attnum, PostgreSQL name, target name)`` entries."""
+    """Replace the table's registry rows with ``(attnum, PostgreSQL name, target name)`` entries;
+    a current column's entry also records its type in ``table``."""
     reg = f"{ident(database)}.{ident(load_schema)}.{ident(REGISTRY)}"
     key = registry_key(database, table)
+    types = {col.attnum: col.type_name for col in table.columns}
     statements = [f"DELETE FROM {reg} WHERE TABLE_KEY = '{key}'"]
     if entries:
-        values = ", ".join(f"('{key}', {int(a)}, {_hex(pg)}, {_hex(tn)})" for a, pg, tn in entries)
-        statements.append(f"INSERT INTO {reg} (TABLE_KEY, ATTNUM, PG_NAME, TARGET_NAME) VALUES {values}")
+        values = ", ".join(
+            f"('{key}', {int(a)}, {_hex(pg)}, {_hex(tn)}, "
+            f"{_hex(types[a]) if tn and a in types else 'NULL'})"
+            for a, pg, tn in entries
+        )
+        statements.append(
+            f"INSERT INTO {reg} (TABLE_KEY, ATTNUM, PG_NAME, TARGET_NAME, PG_TYPE) VALUES {values}"
+        )
     return statements
 
 
@@ -128,25 +142,37 @@ def registry_entries(
     return entries
 
 
-def decode_registry(rows: list[tuple[int, str, str]]) -> dict[str, tuple[int, str]]:
+# registry rows as read: (attnum, PostgreSQL name, target name, PostgreSQL type or None), hex
+RegistryRow = tuple[Any, ...]
+
+
+def decode_registry(rows: list[RegistryRow]) -> dict[str, tuple[int, str]]:
     """target column name -> (attnum, PostgreSQL name), for the registry's current columns."""
     return {
         bytes.fromhex(tn).decode(): (int(a), bytes.fromhex(pg).decode())
-        for a, pg, tn in rows
+        for a, pg, tn, *_ in rows
         if tn and int(a) > 0
     }
 
 
-def decode_history(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+def decode_history(rows: list[RegistryRow]) -> list[tuple[int, str, str]]:
     """Every registry row decoded: (attnum, PostgreSQL name, target name or "" for a former name)."""
     return [
-        (int(a), bytes.fromhex(pg).decode(), bytes.fromhex(tn).decode()) for a, pg, tn in rows if int(a) > 0
+        (int(a), bytes.fromhex(pg).decode(), bytes.fromhex(tn).decode())
+        for a, pg, tn, *_ in rows
+        if int(a) > 0
     ]
 
 
-def decode_pending_fills(rows: list[tuple[int, str, str]]) -> frozenset[int]:
+def decode_types(rows: list[RegistryRow]) -> dict[int, str]:
+    """attnum -> the PostgreSQL type recorded for a current column (rows written before types were
+    recorded have none)."""
+    return {int(row[0]): bytes.fromhex(row[3]).decode() for row in rows if len(row) > 3 and row[3] and row[2]}
+
+
+def decode_pending_fills(rows: list[RegistryRow]) -> frozenset[int]:
     """The attnums of added columns whose fill may not have run (see ``pending_fill_entries``)."""
-    return frozenset(-int(a) for a, _, _ in rows if int(a) < 0)
+    return frozenset(-int(row[0]) for row in rows if int(row[0]) < 0)
 
 
 def pending_fill_entries(table: TableSchema, attnums: list[int]) -> list[tuple[int, str, str]]:
@@ -261,11 +287,12 @@ def plan(
     has_rows: bool,
     soft_delete: bool = False,
     pending_fills: frozenset[int] = frozenset(),
+    recorded_types: dict[int, str] | None = None,
 ) -> Evolution:
     """What to run so the target table matches ``table``; raises ``SchemaError`` when unsafe.
 
     ``pending_fills``: added columns whose fill an earlier run may not have finished; they are
-    filled again."""
+    filled again. ``recorded_types``: the PostgreSQL type the registry holds per attnum."""
     target_fq = target_table(database, table)
     evolution = Evolution()
     by_attnum: dict[int, TargetColumn] = {}
@@ -340,6 +367,14 @@ def plan(
             evolution.notes.append(f"table {table.qualified}: column {old!r} renamed to {col.name!r}")
         if origin is not None and origin[1] != col.name:
             evolution.aliases[origin[1]] = col.name
+        was = (recorded_types or {}).get(col.attnum)
+        if has_rows and was is not None and not _keeps_values(was, col.type_name):
+            raise SchemaError(
+                f"table {table.qualified} column {col.name!r}: its type changed from {was} to "
+                f"{col.type_name}; PostgreSQL rewrote the rows without changes the WAL carries, so the "
+                "target holds their values in the old type's form: re-snapshot the table "
+                f"(cdc snapshot --tables {table.qualified})"
+            )
         new_type = _type_change(table, col, current)
         if new_type is not None:
             widens.append(
@@ -362,6 +397,27 @@ def plan(
             f"{have.name!r} and new rows get NULL there"
         )
     return evolution
+
+
+_INTEGERS = frozenset({"smallint", "integer", "bigint"})
+_NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
+
+
+def _keeps_values(was: str, now: str) -> bool:
+    """Whether a column whose type changed from ``was`` to ``now`` shows every value it holds as
+    before (so the target needs no new copy): integers widened, text and varchar of any length,
+    numeric with the same scale or without one; arrays of such."""
+    if was == now:
+        return True
+    if was.endswith("[]") and now.endswith("[]"):
+        return _keeps_values(was[:-2], now[:-2])
+    if was in _INTEGERS and now in _INTEGERS:
+        return True
+    texts = ("text", "character varying")
+    if was.split("(")[0] in texts and now.split("(")[0] in texts:
+        return True
+    old, new = _NUMERIC.fullmatch(was), _NUMERIC.fullmatch(now)
+    return bool(old and new and (new.group(2) is None or new.group(2) == old.group(2)))
 
 
 def _aside_name(have: TargetColumn, taken: dict[str, TargetColumn]) -> str:

@@ -256,6 +256,7 @@ class SnowflakeSink:
                 has_rows,
                 self.soft_delete,
                 pending_fills=evolve.decode_pending_fills(raw),
+                recorded_types=evolve.decode_types(raw),
             )
             if evolution.fills:
                 # a run that dies before the fill finishes leaves these markers: the next fills again
@@ -272,7 +273,7 @@ class SnowflakeSink:
         return evolution
 
     def describe(
-        self, table: TableSchema, registry: list[tuple[int, str, str]] | None = None
+        self, table: TableSchema, registry: list[evolve.RegistryRow] | None = None
     ) -> list[evolve.TargetColumn]:
         """The target table's columns (empty when the table does not exist), with the attnum and
         PostgreSQL name the column registry (``registry``: its rows, read here when not given)
@@ -292,7 +293,7 @@ class SnowflakeSink:
     def _registry_rows(self, table: TableSchema) -> list[tuple[int, str, str]]:
         return evolve.decode_history(self._registry_raw(table))
 
-    def _registry_raw(self, table: TableSchema) -> list[tuple[int, str, str]]:
+    def _registry_raw(self, table: TableSchema) -> list[evolve.RegistryRow]:
         self._ensure_registry(table)
         return list(
             self._run(
@@ -308,11 +309,8 @@ class SnowflakeSink:
 
     def _ensure_registry(self, table: TableSchema) -> None:
         if not self._registry_ready:
-            self._run(
-                evolve.registry_create_sql(self._database, self._load_schema),
-                "register columns",
-                table.qualified,
-            )
+            for text in evolve.registry_create_sql(self._database, self._load_schema):
+                self._run(text, "register columns", table.qualified)
             self._registry_ready = True
 
     def apply(

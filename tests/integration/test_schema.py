@@ -90,6 +90,30 @@ def test_widening_changes_are_applied(p: Pipeline) -> None:
     assert_equal(p, "t")
 
 
+def test_a_type_change_that_rewrites_values_in_the_same_target_type_re_snapshots(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.t (id int PRIMARY KEY, d date, n int)",
+        "INSERT INTO {s}.t VALUES (1, '2024-01-02', 1)",
+    )
+    p.engine.run_window()
+    sql(p, "ALTER TABLE {s}.t ALTER COLUMN n TYPE bigint", "INSERT INTO {s}.t VALUES (2, '2024-01-03', 2)")
+    assert copied_tables(sync(p)) == []  # a wider integer shows every value as before
+    sql(p, "ALTER TABLE {s}.t ALTER COLUMN d TYPE timestamp", "INSERT INTO {s}.t VALUES (3, '2024-01-04', 3)")
+    results = sync(p)
+    notes = " ".join(n for r in results for n in r["notes"])
+    assert "column 'd': its type changed from date to timestamp without time zone" in notes, notes
+    assert copied_tables(results) == [{f"{p.schema}.t": {"snapshot_rows": 3}}]
+    assert sorted((r["id"], r["d"]) for r in target(p, "t")) == [
+        (1, "2024-01-02 00:00:00"),
+        (2, "2024-01-03 00:00:00"),
+        (3, "2024-01-04 00:00:00"),
+    ]
+    sql(p, "INSERT INTO {s}.t VALUES (4, '2024-01-05 06:07:08', 4)")
+    assert copied_tables(sync(p)) == []
+    assert_equal(p, "t")
+
+
 def test_unsafe_type_change_stops_only_that_table_and_names_column_and_fix(p: Pipeline) -> None:
     reconfigure(p, resnapshot_stopped_tables=False)
     sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.good (id int PRIMARY KEY)")

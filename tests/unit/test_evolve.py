@@ -80,12 +80,51 @@ def test_narrower_source_types_leave_the_target_alone() -> None:
 def test_registry_keeps_dropped_columns_and_hex_encodes_names() -> None:
     entries = evolve.registry_entries(T, EXISTING)
     assert (2, "old_name", "OLD_NAME") in entries and (6, "added", "ADDED") in entries
-    [delete, insert] = evolve.registry_write_sql("DB", "CDC_LOAD", T, [(1, "i'd", 'A"B')])
+    [delete, insert] = evolve.registry_write_sql("DB", "CDC_LOAD", T, [(1, "i'd", 'A"B'), (2, "gone", "G")])
     key = FQ.encode().hex()
     assert delete == f"""DELETE FROM "DB"."CDC_LOAD"."_CDC_COLUMNS" WHERE TABLE_KEY = '{key}'"""
-    pg_hex, target_hex = b"i'd".hex(), b'A"B'.hex()
-    assert insert.endswith(f"VALUES ('{key}', 1, '{pg_hex}', '{target_hex}')")
-    assert evolve.decode_registry([(1, b"i'd".hex(), b'A"B'.hex())]) == {'A"B': (1, "i'd")}
+    pg_hex, target_hex, type_hex = b"i'd".hex(), b'A"B'.hex(), b"integer".hex()
+    gone = f"('{key}', 2, '{b'gone'.hex()}', '{b'G'.hex()}', NULL)"  # attnum 2 is no column of T
+    assert insert.endswith(f"VALUES ('{key}', 1, '{pg_hex}', '{target_hex}', '{type_hex}'), {gone}")
+    rows = [(1, pg_hex, target_hex, type_hex), (2, b"old".hex(), b"OLD".hex(), None)]
+    assert evolve.decode_registry(rows) == {'A"B': (1, "i'd"), "OLD": (2, "old")}
+    assert evolve.decode_types(rows) == {1: "integer"}
+
+
+@pytest.mark.parametrize(
+    ("was", "now", "kept"),
+    [
+        ("integer", "bigint", True),
+        ("smallint[]", "bigint[]", True),
+        ("character varying(5)", "text", True),
+        ("text", "character varying(50)", True),
+        ("numeric(10,2)", "numeric(14,2)", True),
+        ("numeric(10,2)", "numeric", True),
+        ("date", "timestamp without time zone", False),
+        ("timestamp without time zone", "timestamp with time zone", False),
+        ("real", "double precision", False),
+        ("text", "character(4)", False),
+        ("character(4)", "character(8)", False),
+        ("numeric", "numeric(10,2)", False),
+        ("integer", "numeric(10,2)", False),
+    ],
+)
+def test_a_type_change_that_shows_old_values_otherwise_asks_for_a_re_snapshot(
+    was: str, now: str, kept: bool
+) -> None:
+    assert evolve._keeps_values(was, now) is kept
+
+
+def test_a_date_column_made_timestamp_stops_the_table_when_the_target_has_rows() -> None:
+    was, now = "date", "timestamp without time zone"  # both staged as text: the target type stays
+    table = TableSchema("public", "t", (T.columns[0], Column("s", 4, now, 1114)), ("id",))
+    existing = [EXISTING[0], TargetColumn("S", "TEXT", 16777216, None, None, (4, "s"))]
+    with pytest.raises(SchemaError) as info:
+        evolve.plan("DB", table, existing, has_rows=True, recorded_types={4: was})
+    assert f"column 's': its type changed from {was} to {now}" in str(info.value)
+    assert "cdc snapshot --tables public.t" in str(info.value)
+    assert evolve.plan("DB", table, existing, has_rows=False, recorded_types={4: was}).statements == []
+    assert evolve.plan("DB", table, existing, has_rows=True, recorded_types={}).statements == []
 
 
 @pytest.mark.parametrize(
