@@ -44,7 +44,7 @@ ORDER BY a.attrelid, a.attnum
 
 # The primary key, or the replica identity index when REPLICA IDENTITY USING INDEX is set.
 _KEYS_SQL = """
-SELECT i.indrelid, i.indisprimary, i.indisreplident, a.attname, k.ord
+SELECT i.indrelid, i.indisprimary, i.indisreplident, i.indimmediate, a.attname, k.ord
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -193,6 +193,22 @@ def replica_identity_nothing(schema: str, table: str) -> tuple[str, str]:
     return note, fix
 
 
+def deferrable_key(schema: str, table: str, identity_default: bool) -> tuple[str, str]:
+    """The note and the fix for a table whose primary key is DEFERRABLE."""
+    fix = (
+        f"recreate the primary key of {pg_name(schema, table)} NOT DEFERRABLE, or add a unique index "
+        "on NOT NULL columns and run ALTER TABLE ... REPLICA IDENTITY USING INDEX with it"
+    )
+    why = (
+        "PostgreSQL does not log it for updates and deletes, which wal2json then skips, so they would "
+        "never reach the target"
+        if identity_default
+        else "two rows can swap their keys within one statement, which changes merged by key cannot order"
+    )
+    note = f"table {schema}.{table} has a DEFERRABLE primary key and cannot be replicated: {why}; {fix}"
+    return note, fix
+
+
 @dataclass(frozen=True)
 class Catalog:
     """Replicable tables, those refused with the reason, and partitions with their root table.
@@ -229,6 +245,7 @@ def load_catalog(
         oids = [r[0] for r in rels]
         columns: dict[int, list[Column]] = {oid: [] for oid in oids}
         index_keys: dict[int, dict[str, list[str]]] = {}
+        deferrable: set[int] = set()  # tables whose primary key is DEFERRABLE
         if oids:
             cur.execute(_COLUMNS_SQL, (oids,))
             for row in cur.fetchall():
@@ -246,10 +263,12 @@ def load_catalog(
                     )
                 )
             cur.execute(_KEYS_SQL, (oids,))
-            for relid, primary, replident, attname, _ord in cur.fetchall():
+            for relid, primary, replident, immediate, attname, _ord in cur.fetchall():
                 kinds = index_keys.setdefault(relid, {})
                 if primary:
                     kinds.setdefault("primary", []).append(attname)
+                    if not immediate:
+                        deferrable.add(relid)
                 if replident:
                     kinds.setdefault("replident", []).append(attname)
         cur.execute(_PARTITIONS_SQL)
@@ -294,6 +313,9 @@ def load_catalog(
         identity = kinds.get("replident") if replident == "i" else kinds.get("primary")
         key = identity
         configured = keys.get((schema, name))
+        if oid in deferrable and (replident == "d" or (replident == "f" and configured is None)):
+            refused[(schema, name)], fixes[(schema, name)] = deferrable_key(schema, name, replident == "d")
+            continue
         if configured is not None:
             names = {c.name for c in columns[oid]}
             unknown = [c for c in configured if c not in names]

@@ -244,3 +244,22 @@ def test_partitioned_tables_are_refused_for_partitions_outside_the_wal_naming_th
     }
     assert catalog.fixes == {(p.schema, "ev"): unlogged_fix, (p.schema, "fp"): foreign_fix}
     assert set(catalog.refused_oids) == {(p.schema, "ev"), (p.schema, "fp")}
+
+
+def test_a_table_with_a_deferrable_primary_key_is_refused_unless_a_key_is_configured(p: Pipeline) -> None:
+    sql(
+        p,
+        "CREATE TABLE {s}.later (id int PRIMARY KEY DEFERRABLE, v int)",
+        "CREATE TABLE {s}.full_row (id int PRIMARY KEY DEFERRABLE, v int)",
+        "ALTER TABLE {s}.full_row REPLICA IDENTITY FULL",
+        "CREATE TABLE {s}.keyed (id int PRIMARY KEY DEFERRABLE, code int NOT NULL, v int)",
+        "ALTER TABLE {s}.keyed REPLICA IDENTITY FULL",
+    )
+    replicate(p, "{s}.later", "{s}.full_row", "{s}.keyed")
+    keys = {(p.schema, "keyed"): ("code",)}
+    refused = load_catalog(p.conn, p.settings.source_tables, keys).refused
+    fix = "NOT DEFERRABLE, or add a unique index on NOT NULL columns and run ALTER TABLE ... REPLICA IDENTITY"
+    assert sorted(refused) == [(p.schema, "full_row"), (p.schema, "later")]
+    assert "PostgreSQL does not log it for updates and deletes" in refused[(p.schema, "later")]
+    assert "swap their keys within one statement" in refused[(p.schema, "full_row")]
+    assert all("has a DEFERRABLE primary key and cannot be replicated" in n and fix in n for n in refused.values())
