@@ -5,17 +5,18 @@ keepalive) carries how far the walsender has read the WAL, which tells the reade
 caught up. psycopg2's ``send_feedback`` cannot ask this safely: it always sends the cursor's flush
 position, and psycopg2 moves that position by itself. A keepalive that arrives before the
 connection's first data message sets it to the server's WAL end, as if everything before were
-applied. Sent then, for instance while the walsender is still decoding a large transaction that
-committed after the checkpoint, it confirms the slot past the checkpoint: a window that then fails
-leaves a slot the next run must take for ahead of its checkpoint.
+applied, and psycopg2 never lowers it again. Sent then, or later, it confirms the slot past the
+checkpoint (for instance while the walsender still decodes a large transaction that committed
+after it), and a window that then fails leaves a slot the next run must take for ahead of its
+checkpoint.
 
-So readers send a standby status update of their own, whose positions are all 0 (invalid: the
-walsender moves nothing) and which asks for a reply, through the connection's libpq (found through
-psycopg2's extension module, as in ``cdc.source.tls``). psycopg2's own periodic feedback is turned
-off on reading connections (``STATUS_INTERVAL_S`` in ``start_replication``); it still answers a
-keepalive that asks for a reply, which the walsender sends only after half its
-``wal_sender_timeout`` without one of these pings, and by then data has arrived, so its flush
-position is still 0.
+So readers send standby status updates of their own, whose positions are all 0 (invalid: the
+walsender moves nothing), through the connection's libpq (``cdc.source.tls.libpq``), and psycopg2
+sends none: its periodic feedback is off on reading connections (``STATUS_INTERVAL_S``), and it
+answers only a keepalive that asks for a reply, which the walsender sends after half its
+``wal_sender_timeout`` without hearing from the reader. ``Asker`` keeps that from happening: the
+reader asks every ``KEEPALIVE_EVERY_S`` while idle, while data flows, and while it waits for its
+consumer.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ import functools
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
+
+from cdc.source.tls import libpq
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often
 STATUS_INTERVAL_S = 365 * 24 * 3600.0  # psycopg2's periodic feedback: never, while a window reads
 _UPDATE = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client clock (µs since 2000), reply
 _EPOCH_2000_US = 946_684_800 * 1_000_000
@@ -37,14 +42,14 @@ _EPOCH_2000_US = 946_684_800 * 1_000_000
 @functools.cache
 def _functions() -> tuple[Any, Any] | None:
     try:
-        import psycopg2._psycopg as extension
-
-        lib = ctypes.CDLL(extension.__file__)
+        lib = libpq()
         put = lib.PQputCopyData
         flush = lib.PQflush
     except (ImportError, OSError, AttributeError) as exc:
-        log.warning("libpq's PQputCopyData is not reachable: readers cannot ask the server for its position")
-        log.debug("libpq functions unavailable", extra={"reason": str(exc)})
+        log.warning(
+            "libpq's PQputCopyData is not reachable: readers do not ask the server for its position",
+            extra={"reason": str(exc)},
+        )
         return None
     put.argtypes, put.restype = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int], ctypes.c_int
     flush.argtypes, flush.restype = [ctypes.c_void_p], ctypes.c_int
@@ -57,17 +62,14 @@ def update_message(reply: bool = True) -> bytes:
     return _UPDATE.pack(b"r", 0, 0, 0, now_us, 1 if reply else 0)
 
 
-def ping(conn: Any, cur: Any, data_seen: bool) -> None:
-    """Ask the walsender of a streaming psycopg2 replication connection (``cur`` its replication
-    cursor) for a keepalive, confirming nothing. Where libpq's functions cannot be reached, psycopg2
-    asks instead once a data message has arrived (its flush position no longer moves then), and
-    nobody asks before. A failed send raises ``psycopg2.OperationalError``, as a failed read would."""
+def ping(conn: Any) -> bool:
+    """Ask the walsender of a streaming psycopg2 replication connection for a keepalive, confirming
+    nothing; False (nothing sent) where libpq's functions cannot be reached. A failed send raises
+    ``psycopg2.OperationalError``, as a failed read would."""
     functions = _functions()
     pgconn = getattr(conn, "pgconn_ptr", None)
     if functions is None or not pgconn:
-        if data_seen:
-            cur.send_feedback(reply=True)
-        return
+        return False
     put, flush = functions
     message = update_message()
     handle = ctypes.c_void_p(pgconn)
@@ -75,3 +77,26 @@ def ping(conn: Any, cur: Any, data_seen: bool) -> None:
         import psycopg2
 
         raise psycopg2.OperationalError("could not send a status update to the walsender")
+    return True
+
+
+class Asker:
+    """Pings a connection's walsender at most every ``KEEPALIVE_EVERY_S``: call it as often as
+    convenient (``classify`` turns a psycopg2 error into the pipeline's)."""
+
+    def __init__(self, conn: Any, classify: Callable[[Any, str], Exception]) -> None:
+        self._conn = conn
+        self._classify = classify
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < KEEPALIVE_EVERY_S:
+            return
+        self._last = now
+        import psycopg2
+
+        try:
+            ping(self._conn)
+        except psycopg2.Error as exc:
+            raise self._classify(exc, "asking the server where it stands") from exc

@@ -33,12 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from cdc import errors
 from cdc.logs import redact, register_secret
+from cdc.source.ping import KEEPALIVE_EVERY_S
 
 HEADER = struct.Struct("<cIQ")
 MESSAGES, ONE, POSITION, ERROR = b"M", b"O", b"P", b"E"
@@ -198,21 +199,40 @@ def main() -> None:
 def _write_error(out_fd: int, name: str, message: str) -> None:
     data = json.dumps({"error": name, "message": redact(message)}).encode()
     with contextlib.suppress(OSError):
-        _write(out_fd, HEADER.pack(ERROR, len(data), 0) + data)
+        _Out(out_fd, lambda: None).write(HEADER.pack(ERROR, len(data), 0) + data)
 
 
-def _write(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class _Out:
+    """The child's end of the pipe, written without blocking: while the parent is slow to read,
+    ``waiting`` runs every ``KEEPALIVE_EVERY_S`` (the reader keeps asking the walsender where it
+    stands, so the walsender never asks psycopg2 for a reply; see ``cdc.source.ping``)."""
+
+    def __init__(self, fd: int, waiting: Callable[[], None]) -> None:
+        self.fd = fd
+        self._waiting = waiting
+        os.set_blocking(fd, False)
+
+    def write(self, *parts: bytes) -> None:
+        views = [memoryview(p) for p in parts if p]
+        while views:
+            try:
+                sent = os.writev(self.fd, views)  # no copy of the data into one buffer first
+            except BlockingIOError:
+                sent = 0
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if views:
+                views[0] = views[0][sent:]
+                if not select.select([], [self.fd], [], KEEPALIVE_EVERY_S)[1]:
+                    self._waiting()
 
 
 def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
     import psycopg2
 
     from cdc.model import Lsn
-    from cdc.source.ping import ping
-    from cdc.source.slot import BATCH_WAIT_S, IDLE_POLL_S, KEEPALIVE_EVERY_S, PostgresSource, classify_error
+    from cdc.source.ping import Asker
+    from cdc.source.slot import BATCH_WAIT_S, IDLE_POLL_S, PostgresSource, classify_error
     from cdc.source.tls import enable_read_ahead
 
     source = PostgresSource(config["params"], config["slot"])
@@ -221,35 +241,37 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
         cur = source.start_replication(conn, Lsn(int(config["start"])))
         ahead = enable_read_ahead(conn)  # only now that the connection streams (see cdc.source.tls)
         read = cur.read_message
+        ask = Asker(conn, classify_error)  # see cdc.source.ping
+        out = _Out(out_fd, ask)
         server = int(config["start"])
         batch: list[bytes] = []
         size = 0
-        flowing = data_seen = False
-        last_keepalive = time.monotonic()
+        flowing = False
         while True:
             try:
                 msg = read()
             except psycopg2.Error as exc:
                 raise classify_error(exc, "reading the replication stream") from exc
             if msg is not None:
-                flowing = data_seen = True
+                flowing = True
                 payload = msg.payload
                 if msg.data_start > server:
                     server = msg.data_start
                 if b"\n" in payload:
                     if batch:
-                        _flush(out_fd, batch, server)
+                        _flush(out, batch, server)
                         batch, size = [], 0
-                    _write(out_fd, HEADER.pack(ONE, len(payload), server) + payload)
+                    out.write(HEADER.pack(ONE, len(payload), server), payload)
                     continue
                 batch.append(payload)
                 size += len(payload) + 1
                 if size >= BATCH_BYTES:
-                    _flush(out_fd, batch, server)
+                    _flush(out, batch, server)
                     batch, size = [], 0
+                    ask()
                 continue
             if batch:  # the socket ran dry: hand over what came, then look again
-                _flush(out_fd, batch, server)
+                _flush(out, batch, server)
                 batch, size = [], 0
                 continue
             if flowing:
@@ -263,20 +285,14 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
                 continue
             if cur.wal_end and cur.wal_end > server:
                 server = cur.wal_end
-            _write(out_fd, HEADER.pack(POSITION, 0, server))
-            now = time.monotonic()
-            if now - last_keepalive >= KEEPALIVE_EVERY_S:
-                ping(conn, cur, data_seen)
-                last_keepalive = now
+            out.write(HEADER.pack(POSITION, 0, server))
+            ask()
             if in_fd in select.select([cur, in_fd], [], [], IDLE_POLL_S)[0]:
                 return  # stdin closed (or written to): the parent is done
     finally:
         conn.close()
 
 
-def _flush(out_fd: int, batch: list[bytes], server: int) -> None:
+def _flush(out: _Out, batch: list[bytes], server: int) -> None:
     data = b"\n".join(batch)
-    header = HEADER.pack(MESSAGES, len(data), server)
-    sent = os.writev(out_fd, (header, data))  # no copy of the data into one buffer first
-    if sent < len(header) + len(data):
-        _write(out_fd, (header + data)[sent:])
+    out.write(HEADER.pack(MESSAGES, len(data), server), data)

@@ -19,7 +19,7 @@ from cdc.errors import AuthError, SourceError, SourceUnavailable
 from cdc.model import Begin, Commit, Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
 from cdc.source.lookup import current_text
-from cdc.source.ping import STATUS_INTERVAL_S, ping
+from cdc.source.ping import KEEPALIVE_EVERY_S, STATUS_INTERVAL_S, Asker
 from cdc.source.receiver import MESSAGES, POSITION, Receiver
 from cdc.source.tls import enable_read_ahead
 from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
@@ -35,7 +35,6 @@ SESSION_OPTIONS = (
 )
 
 IDLE_POLL_S = 0.2  # wait on the socket this long when nothing is buffered
-KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often while idle
 STALL_S = 3 * KEEPALIVE_EVERY_S  # past a soft deadline, an idle stream waits while the server moves
 BATCH_WAIT_S = 0.002  # let messages gather in the socket once it runs dry mid-stream
 
@@ -319,15 +318,19 @@ class PostgresSource:
             cur = self.start_replication(conn, start)
             ahead = enable_read_ahead(conn)  # only now that the connection streams (see cdc.source.tls)
             in_txn = False
-            flowing = data_seen = False
-            last_keepalive = time.monotonic()
+            flowing = False
+            ask = Asker(conn, classify_error)  # see cdc.source.ping
+            received = 0
             while True:
                 try:
                     msg = cur.read_message()
                 except psycopg2.Error as exc:
                     raise classify_error(exc, "reading the replication stream") from exc
                 if msg is not None:
-                    flowing = data_seen = True
+                    flowing = True
+                    received += 1
+                    if not received & 1023:
+                        ask()
                     if msg.data_start > server:
                         server = msg.data_start
                     parsed = parse_row(msg.payload)
@@ -358,9 +361,7 @@ class PostgresSource:
                     return
                 if rule.ends(now, in_txn, server):
                     return
-                if now - last_keepalive >= KEEPALIVE_EVERY_S:
-                    ping(conn, cur, data_seen)
-                    last_keepalive = now
+                ask()
                 wait = IDLE_POLL_S if now >= deadline else min(IDLE_POLL_S, deadline - now)
                 select.select([cur], [], [], wait)
         finally:

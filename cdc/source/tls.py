@@ -40,12 +40,18 @@ class ReadAhead:
         return bool(self._has_pending(self._ssl))
 
 
+def libpq() -> Any:
+    """The libpq (and its libssl) that psycopg2 uses, for ctypes: symbols are looked up through
+    psycopg2's extension module, whose dependencies they are. Raises ImportError or OSError."""
+    import psycopg2._psycopg as extension
+
+    return ctypes.CDLL(extension.__file__)
+
+
 @functools.cache
 def _functions() -> tuple[Any, Any, Any] | None:
     try:
-        import psycopg2._psycopg as extension
-
-        lib = ctypes.CDLL(extension.__file__)
+        lib = libpq()
         ssl_struct = lib.PQsslStruct
         set_read_ahead = lib.SSL_set_read_ahead
         has_pending = lib.SSL_has_pending

@@ -24,7 +24,7 @@ class Pipe:
         self.frames = FrameReader(self.read_fd).frames(IDLE_S)
 
     def write(self, data: bytes) -> None:
-        receiver._write(self.write_fd, data)
+        receiver._Out(self.write_fd, lambda: None).write(data)
 
     def close_writer(self) -> None:
         os.close(self.write_fd)
@@ -191,3 +191,24 @@ def test_the_pipe_closing_between_frames_raises_eof_error_after_the_last_frame(p
     assert next(pipe.frames) == (POSITION, 9, b"")
     with pytest.raises(EOFError, match=r"^the pipe ended$"):
         next(pipe.frames)
+
+
+def test_a_write_the_reader_is_slow_to_take_keeps_calling_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(receiver, "KEEPALIVE_EVERY_S", 0.05)
+    read_fd, write_fd = os.pipe()
+    waited = threading.Event()
+    calls: list[float] = []
+    out = receiver._Out(write_fd, lambda: (calls.append(1), waited.set()))
+    data = bytes(range(256)) * 4096  # 1 MiB: more than the pipe holds
+    writer = threading.Thread(target=out.write, args=(b"head", data, b"", b"tail"))
+    writer.start()
+    try:
+        assert waited.wait(5)  # the pipe is full and nobody reads: the writer waits, asking meanwhile
+        got = bytearray()
+        while len(got) < len(data) + 8:
+            got += os.read(read_fd, 1 << 16)
+    finally:
+        writer.join(5)
+        os.close(read_fd)
+        os.close(write_fd)
+    assert not writer.is_alive() and bytes(got) == b"head" + data + b"tail" and calls
