@@ -290,12 +290,12 @@ def merge_sql(
             )
             joins.append(f'LEFT JOIN {load_fq} v{n} ON v{n}."_CDC_SEQ" = {source}')
             # a moved row no change of the window sent the column for keeps the value it had under
-            # its origin key, which the target holds there, or, when the target has the move already
-            # (the window read again after a run that merged it and stopped before its checkpoint),
-            # under the current key: by then the origin key may be gone or hold another row
+            # its origin key, which the target holds there; or, when a run that merged part of this
+            # window was killed before its checkpoint (the window is read again), under the key of
+            # the chain's latest change that run merged (tc), which is the same value
             expr = (
                 f'CASE WHEN v{n}."_CDC_SEQ" IS NOT NULL THEN {_value(col, f"v{n}")} '
-                f'WHEN {moved} AND cur."_CDC_LSN" >= mv."_CDC_LSN" THEN cur.{name} '
+                f'WHEN {moved} AND tc."_CDC_CH" IS NOT NULL THEN tc.{name} '
                 f"WHEN {moved} THEN org.{name} ELSE cur.{name} END"
             )
         select.append(f"{expr} AS {name}")
@@ -310,7 +310,7 @@ def merge_sql(
         on_org = " AND ".join(f"org.{ident(c.name)} = l.{ident(c.origin_name)}" for c in key_cols)
         joins = [
             'LEFT JOIN w d ON d."_CDC_SEQ" = l."_CDC_CHAIN" - 1',
-            'LEFT JOIN w mv ON mv."_CDC_SEQ" = l."_CDC_CHAIN"',
+            'LEFT JOIN tc ON tc."_CDC_CH" = l."_CDC_CHAIN"',
             *joins,
             f"LEFT JOIN {target_fq} cur ON {on_cur}{newer}",
             f"LEFT JOIN {target_fq} org ON {on_org}{org_newer}",
@@ -328,10 +328,20 @@ def merge_sql(
             "  ) l"
         )
     else:
+        # tc: per chain of moves, the target row of its latest change the target holds already:
+        # a window read again from the same checkpoint numbers its changes the same, so the
+        # target's (_CDC_LSN, _CDC_SEQ) name the change that wrote it
+        carried = ", ".join(f"kept.{name}" for col, name in cols if col in toast)
         using = (
             f"  WITH w AS (\n    SELECT\n      {inner_sep.join(inner)}\n"
             f"    FROM {load_fq} x\n"
             f"    WHERE {where}\n"
+            "  ),\n"
+            f'  tc AS (\n    SELECT c."_CDC_CHAIN" AS "_CDC_CH", {carried}\n'
+            f"    FROM w c JOIN {target_fq} kept\n"
+            '      ON kept."_CDC_LSN" = c."_CDC_LSN" AND kept."_CDC_SEQ" = c."_CDC_SEQ"\n'
+            '    WHERE c."_CDC_CHAIN" IS NOT NULL\n'
+            '    QUALIFY ROW_NUMBER() OVER (PARTITION BY c."_CDC_CHAIN" ORDER BY c."_CDC_SEQ" DESC) = 1\n'
             "  )\n"
             f"  SELECT\n    {sep.join(select)}\n"
             "  FROM w l"

@@ -222,13 +222,14 @@ def test_a_key_change_merged_by_a_run_killed_before_its_checkpoint_keeps_its_toa
         p.conn.commit()
         kill_at(stack, p, "after_merge")  # the target has the move; the checkpoint is before it
         with p.conn.cursor() as cur:
-            cur.execute(f"UPDATE {p.schema}.t SET n = 5 WHERE id = 2")  # the note is not sent either
+            cur.execute(f"UPDATE {p.schema}.t SET id = 3 WHERE id = 2")  # moved on, the note not sent
+            cur.execute(f"UPDATE {p.schema}.t SET n = 5 WHERE id = 3")  # nor here
             cur.execute(f"INSERT INTO {p.schema}.t VALUES (1, 'w', 0)")  # the old key is used again
         p.conn.commit()
         sync_until_caught_up(stack, p)  # reads the move again, with the changes after it
         table = p.engine.source.catalog().tables[(p.schema, "t")]
         rows = {r["id"]: (r["note"], r["n"]) for r in p.engine.sink.fetch_table(table)}  # type: ignore[attr-defined]
-        assert rows == {1: ("w", 0), 2: (big, 5)}
+        assert rows == {1: ("w", 0), 3: (big, 5)}
         diff = compare_table(p.conn, p.engine, table)
         assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
     finally:

@@ -271,15 +271,21 @@ THEN x."_CDC_SEQ" END) OVER (PARTITION BY x."_CDC_CHAIN" ORDER BY x."_CDC_SEQ" R
 UNBOUNDED PRECEDING AND CURRENT ROW) AS "_CS4"
     FROM "CDC_DEMO"."CDC_LOAD"."L_0123456789ABCDEF" x
     WHERE x."_CDC_LSN" <= 22283264 AND x."_CDC_SEQ" > 7
+  ),
+  tc AS (
+    SELECT c."_CDC_CHAIN" AS "_CDC_CH", kept."NOTE", kept."DOC"
+    FROM w c JOIN "CDC_DEMO"."PUBLIC"."ORDERS" kept
+      ON kept."_CDC_LSN" = c."_CDC_LSN" AND kept."_CDC_SEQ" = c."_CDC_SEQ"
+    WHERE c."_CDC_CHAIN" IS NOT NULL
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY c."_CDC_CHAIN" ORDER BY c."_CDC_SEQ" DESC) = 1
   )
   SELECT
     l."C1" AS "TENANT",
     l."C2" AS "ID",
-    CASE WHEN v3."_CDC_SEQ" IS NOT NULL THEN v3."C3" WHEN l."O1" IS NOT NULL AND cur."_CDC_LSN" >= \
-mv."_CDC_LSN" THEN cur."NOTE" WHEN l."O1" IS NOT NULL THEN org."NOTE" ELSE cur."NOTE" END AS "NOTE",
+    CASE WHEN v3."_CDC_SEQ" IS NOT NULL THEN v3."C3" WHEN l."O1" IS NOT NULL AND tc."_CDC_CH" IS NOT \
+NULL THEN tc."NOTE" WHEN l."O1" IS NOT NULL THEN org."NOTE" ELSE cur."NOTE" END AS "NOTE",
     CASE WHEN v4."_CDC_SEQ" IS NOT NULL THEN PARSE_JSON(v4."C4") WHEN l."O1" IS NOT NULL AND \
-cur."_CDC_LSN" >= mv."_CDC_LSN" THEN cur."DOC" WHEN l."O1" IS NOT NULL THEN org."DOC" ELSE cur."DOC" \
-END AS "DOC",
+tc."_CDC_CH" IS NOT NULL THEN tc."DOC" WHEN l."O1" IS NOT NULL THEN org."DOC" ELSE cur."DOC" END AS "DOC",
     l."C5" AS "AMT",
     l."_CDC_LSN" AS "_CDC_LSN",
     l."_CDC_SEQ" AS "_CDC_SEQ",
@@ -287,7 +293,7 @@ END AS "DOC",
     l."_CDC_COMMIT_TS" AS "_CDC_COMMIT_TS"
   FROM w l
   LEFT JOIN w d ON d."_CDC_SEQ" = l."_CDC_CHAIN" - 1
-  LEFT JOIN w mv ON mv."_CDC_SEQ" = l."_CDC_CHAIN"
+  LEFT JOIN tc ON tc."_CDC_CH" = l."_CDC_CHAIN"
   LEFT JOIN "CDC_DEMO"."CDC_LOAD"."L_0123456789ABCDEF" v3 ON v3."_CDC_SEQ" = CASE WHEN l."_KS3" >= \
 COALESCE(l."_LS", -1) THEN l."_KS3" WHEN l."O1" IS NOT NULL THEN COALESCE(l."_CS3", CASE WHEN \
 d."_KS3" >= COALESCE(d."_LS", -1) THEN d."_KS3" END) END
@@ -370,9 +376,8 @@ def test_odd_identifiers_cannot_inject_sql() -> None:
     merge = statements[2]
     assert '"x""); DROP TABLE t; --" = s."x""); DROP TABLE t; --"' in merge
     assert (
-        'CASE WHEN v2."_CDC_SEQ" IS NOT NULL THEN v2."C2" WHEN l."O1" IS NOT NULL AND cur."_CDC_LSN" >= '
-        'mv."_CDC_LSN" THEN cur."SELECT" WHEN l."O1" IS NOT NULL THEN org."SELECT" ELSE cur."SELECT" END '
-        'AS "SELECT"'
+        'CASE WHEN v2."_CDC_SEQ" IS NOT NULL THEN v2."C2" WHEN l."O1" IS NOT NULL AND tc."_CDC_CH" IS NOT '
+        'NULL THEN tc."SELECT" WHEN l."O1" IS NOT NULL THEN org."SELECT" ELSE cur."SELECT" END AS "SELECT"'
     ) in merge
     assert 'ON cur."Mixed Case" = l."C1" AND cur."_CDC_LSN" >= 5' in merge
 
