@@ -81,6 +81,10 @@ class WindowReader:
         self._outside: set[tuple[str, str]] = set()  # a refresh found them outside source_tables
         self.partitions = dict(catalog.partitions)
         self.partition_attnums = dict(catalog.partition_attnums)
+        self.partition_leaves = dict(catalog.partition_leaves)
+        # per partitioned table, the LSN of a TRUNCATE of its partitions in the open transaction
+        # and the partitions it emptied so far
+        self._truncating: dict[tuple[str, str], tuple[str, set[tuple[str, str]]]] = {}
         self._column_origins = column_origins
         self.skip = set(skip or ())  # tables stopped in earlier windows (waiting for a re-snapshot)
         # tables re-snapshotted at S: their changes committed before S are in the copy already
@@ -122,13 +126,10 @@ class WindowReader:
                         raise SourceError("decoder sent a change outside a transaction")
                     change = message
                     if (message.schema, message.table) not in direct:
-                        routed = self._route(message, read)
+                        routed = self._route(message, read, txn.commit_lsn)
                         if routed is None:
                             continue
                         change = routed
-                        copied_at = self.snapshot_lsns.get(f"{change.schema}.{change.table}")
-                        if copied_at is not None and txn.commit_lsn < copied_at:
-                            continue
                     try:
                         add(change, commit_lsn, commit_ts)
                     except SchemaError:  # a column it does not know, or a table it cannot stage
@@ -147,6 +148,8 @@ class WindowReader:
                     commit_lsn, commit_ts = message.commit_lsn, message.commit_ts
                 elif isinstance(message, Commit):
                     txn = None
+                    if self._truncating:
+                        self._settle_truncates(read)
                     read.transactions += 1
                     read.changes += in_txn_changes
                     read.end = message.end_lsn
@@ -207,36 +210,63 @@ class WindowReader:
             )
         return False
 
-    def _route(self, change: RowChange, read: WindowRead) -> RowChange | None:
-        """The change as it counts for a replicated table, or None when no replicated table has it."""
+    def _route(self, change: RowChange, read: WindowRead, commit_lsn: Lsn) -> RowChange | None:
+        """The change as it counts for a replicated table, or None when no replicated table has it
+        (or it committed before the table's re-snapshot, which holds it already)."""
         ident = change.ident
+        leaf = None
         root = self.partitions.get(ident) if self.partitions else None
         if root is not None:
-            partition = f"{change.schema}.{change.table}"
+            leaf = ident
             change = change.moved_to(root[0], root[1], self.partition_attnums.get(ident))
             ident = change.ident
-            if change.op == "T" and ident in self.tables and ident not in self.skip:
-                # the target cannot empty only this partition's rows: the table is copied again
-                self._stop(
-                    self.tables[ident],
-                    f"its partition {partition} was truncated, and the target cannot empty only the "
-                    "rows of one partition",
-                    read,
-                )
-                return None
         if ident in self.skip or (read.stopped and f"{change.schema}.{change.table}" in read.stopped):
             return None
         if ident not in self.tables and ident not in self.refused_oids and ident not in self._outside:
             self._refresh()  # a table created after the window started
             root = self.partitions.get(ident)
             if root is not None:
-                return self._route(change, read)
+                return self._route(change, read, commit_lsn)
             if ident not in self.tables:
                 self._outside.add(ident)
         if ident not in self.tables:
             read.skipped_tables.add(f"{change.schema}.{change.table}")
             return None
+        copied_at = self.snapshot_lsns.get(f"{change.schema}.{change.table}")
+        if copied_at is not None and commit_lsn < copied_at:
+            return None
+        if leaf is not None and change.op == "T" and not self._truncates_root(ident, leaf, change.lsn, read):
+            return None
         return change
+
+    def _truncates_root(
+        self, root: tuple[str, str], leaf: tuple[str, str], lsn: str, read: WindowRead
+    ) -> bool:
+        """A partition's TRUNCATE counts as its root's at the first partition a statement empties
+        (True: the change goes on, for the root); the statement's other partitions come with the same
+        LSN (False). At the commit, a statement that left partitions untouched stops the table
+        (``_settle_truncates``)."""
+        seen = self._truncating.get(root)
+        if seen is not None and seen[0] == lsn:
+            seen[1].add(leaf)
+            return False
+        if seen is not None:
+            self._settle_truncates(read)
+        self._truncating[root] = (lsn, {leaf})
+        return True
+
+    def _settle_truncates(self, read: WindowRead) -> None:
+        for root, (_lsn, leaves) in self._truncating.items():
+            left = sorted(f"{s}.{t}" for s, t in self.partition_leaves.get(root, frozenset()) - leaves)
+            if left and root in self.tables and self.tables[root].qualified not in read.stopped:
+                emptied = ", ".join(sorted(f"{s}.{t}" for s, t in leaves))
+                self._stop(
+                    self.tables[root],
+                    f"its partitions {emptied} were truncated and not {', '.join(left)}: the target "
+                    "cannot empty only the rows of some partitions",
+                    read,
+                )
+        self._truncating.clear()
 
     def _refresh(self) -> Catalog:
         fresh = self.source.catalog()
@@ -247,6 +277,7 @@ class WindowReader:
                 self.refused_oids.setdefault(ident, oid)
         self.partitions.update(fresh.partitions)
         self.partition_attnums.update(fresh.partition_attnums)
+        self.partition_leaves.update(fresh.partition_leaves)
         return fresh
 
     def _add(self, writer: WindowWriter, change: RowChange, txn: Begin, read: WindowRead) -> bool:

@@ -225,6 +225,8 @@ class Catalog:
     refused_oids: dict[tuple[str, str], int] = field(default_factory=dict)
     # partition attnum -> root attnum, for the partitions whose columns' attnums are not the root's
     partition_attnums: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    # per partitioned table, its partitions that hold rows (a TRUNCATE of it empties each of them)
+    partition_leaves: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 def load_catalog(
@@ -274,11 +276,14 @@ def load_catalog(
         cur.execute(_PARTITIONS_SQL)
         partitions: dict[tuple[str, str], tuple[str, str]] = {}
         partition_attnums: dict[tuple[str, str], dict[int, int]] = {}
+        leaves: dict[tuple[str, str], set[tuple[str, str]]] = {}
         unlogged_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
         foreign_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for schema, name, root_schema, root, kind, persistence, own, roots in cur.fetchall():
             if not wanted or (root_schema, root) in wanted:
                 partitions[(schema, name)] = (root_schema, root)
+                if kind == "r":
+                    leaves.setdefault((root_schema, root), set()).add((schema, name))
                 if own != roots:
                     partition_attnums[(schema, name)] = dict(zip(own, roots, strict=True))
                 # only a leaf holds rows: a partitioned table created UNLOGGED logs its partitions
@@ -313,7 +318,10 @@ def load_catalog(
         identity = kinds.get("replident") if replident == "i" else kinds.get("primary")
         key = identity
         configured = keys.get((schema, name))
-        if oid in deferrable and (replident == "d" or (replident == "f" and configured is None)):
+        # a DEFERRABLE primary key is no replica identity (DEFAULT logs nothing then), and under FULL
+        # it lets rows swap keys within one statement: refused, unless another key is configured
+        own_key = configured is None or set(configured) == set(kinds.get("primary") or ())
+        if oid in deferrable and (replident == "d" or (replident == "f" and own_key)):
             refused[(schema, name)], fixes[(schema, name)] = deferrable_key(schema, name, replident == "d")
             continue
         if configured is not None:
@@ -352,4 +360,7 @@ def load_catalog(
     rel_oids = {(schema, name): int(oid) for oid, schema, name, *_ in rels}
     table_oids = {ident: rel_oids[ident] for ident in tables}
     refused_oids = {ident: rel_oids[ident] for ident in refused if ident in rel_oids}
-    return Catalog(tables, refused, partitions, fixes, table_oids, refused_oids, partition_attnums)
+    partition_leaves = {root: frozenset(parts) for root, parts in leaves.items()}
+    return Catalog(
+        tables, refused, partitions, fixes, table_oids, refused_oids, partition_attnums, partition_leaves
+    )

@@ -254,12 +254,16 @@ def test_a_table_with_a_deferrable_primary_key_is_refused_unless_a_key_is_config
         "ALTER TABLE {s}.full_row REPLICA IDENTITY FULL",
         "CREATE TABLE {s}.keyed (id int PRIMARY KEY DEFERRABLE, code int NOT NULL, v int)",
         "ALTER TABLE {s}.keyed REPLICA IDENTITY FULL",
+        "CREATE TABLE {s}.same (id int PRIMARY KEY DEFERRABLE, v int)",
+        "ALTER TABLE {s}.same REPLICA IDENTITY FULL",
     )
-    replicate(p, "{s}.later", "{s}.full_row", "{s}.keyed")
-    keys = {(p.schema, "keyed"): ("code",)}
+    replicate(p, "{s}.later", "{s}.full_row", "{s}.keyed", "{s}.same")
+    keys = {(p.schema, "keyed"): ("code",), (p.schema, "same"): ("id",)}  # "same": the deferrable key
     refused = load_catalog(p.conn, p.settings.source_tables, keys).refused
     fix = "NOT DEFERRABLE, or add a unique index on NOT NULL columns and run ALTER TABLE ... REPLICA IDENTITY"
-    assert sorted(refused) == [(p.schema, "full_row"), (p.schema, "later")]
+    assert sorted(refused) == [(p.schema, "full_row"), (p.schema, "later"), (p.schema, "same")]
     assert "PostgreSQL does not log it for updates and deletes" in refused[(p.schema, "later")]
     assert "swap their keys within one statement" in refused[(p.schema, "full_row")]
-    assert all("has a DEFERRABLE primary key and cannot be replicated" in n and fix in n for n in refused.values())
+    assert all(
+        "has a DEFERRABLE primary key and cannot be replicated" in n and fix in n for n in refused.values()
+    )
