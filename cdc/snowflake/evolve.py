@@ -98,12 +98,11 @@ def registry_write_sql(
     a current column's entry also records its type in ``table``."""
     reg = f"{ident(database)}.{ident(load_schema)}.{ident(REGISTRY)}"
     key = registry_key(database, table)
-    types = {col.attnum: col.type_name for col in table.columns}
+    types = {col.attnum: recorded_type(col) for col in table.columns}
     statements = [f"DELETE FROM {reg} WHERE TABLE_KEY = '{key}'"]
     if entries:
         values = ", ".join(
-            f"('{key}', {int(a)}, {_hex(pg)}, {_hex(tn)}, "
-            f"{_hex(types[a]) if tn and a in types else 'NULL'})"
+            f"('{key}', {int(a)}, {_hex(pg)}, {_hex(tn)}, {_hex(types[a]) if tn and a in types else 'NULL'})"
             for a, pg, tn in entries
         )
         statements.append(
@@ -368,11 +367,12 @@ def plan(
         if origin is not None and origin[1] != col.name:
             evolution.aliases[origin[1]] = col.name
         was = (recorded_types or {}).get(col.attnum)
-        if has_rows and was is not None and not _keeps_values(was, col.type_name):
+        if has_rows and was is not None and not _keeps_values(was, recorded_type(col)):
             raise SchemaError(
-                f"table {table.qualified} column {col.name!r}: its type changed from {was} to "
-                f"{col.type_name}; PostgreSQL rewrote the rows without changes the WAL carries, so the "
-                "target holds their values in the old type's form: re-snapshot the table "
+                f"table {table.qualified} column {col.name!r}: its type changed from "
+                f"{was.partition(' ')[2]} to {col.type_name}; PostgreSQL rewrote the rows without "
+                "changes the WAL carries, so the target holds their values in the old type's form: "
+                "re-snapshot the table "
                 f"(cdc snapshot --tables {table.qualified})"
             )
         new_type = _type_change(table, col, current)
@@ -401,21 +401,38 @@ def plan(
 
 _INTEGERS = frozenset({"smallint", "integer", "bigint"})
 _NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
+_TEXT = re.compile(r"text|character varying(?:\((\d+)\))?")
+_MODIFIER = re.compile(r"\([\d,]+\)")
+
+
+def recorded_type(col: Column) -> str:
+    """What the registry records of a column's type: its OID and its name (as format_type writes
+    it, with the modifier: ``1043 character varying(32)``)."""
+    return f"{col.type_oid} {col.type_name}"
 
 
 def _keeps_values(was: str, now: str) -> bool:
-    """Whether a column whose type changed from ``was`` to ``now`` shows every value it holds as
-    before (so the target needs no new copy): integers widened, text and varchar of any length,
-    numeric with the same scale or without one; arrays of such."""
-    if was == now:
+    """Whether a column whose type changed from ``was`` to ``now`` (``recorded_type``) shows every
+    value it holds as before, so the target needs no new copy: the same type (its name may read
+    otherwise, a renamed enum), integers widened, varchar made longer or text, numeric made wider
+    with the same scale or without a scale; arrays of such. ``ALTER COLUMN ... TYPE ... USING``
+    can rewrite values under any types: that is not seen here."""
+    was_oid, _, was_name = was.partition(" ")
+    now_oid, _, now_name = now.partition(" ")
+    if was_oid == now_oid and _MODIFIER.findall(was_name) == _MODIFIER.findall(now_name):
         return True
+    return _same_text(was_name, now_name)
+
+
+def _same_text(was: str, now: str) -> bool:
     if was.endswith("[]") and now.endswith("[]"):
-        return _keeps_values(was[:-2], now[:-2])
+        return _same_text(was[:-2], now[:-2])
     if was in _INTEGERS and now in _INTEGERS:
         return True
-    texts = ("text", "character varying")
-    if was.split("(")[0] in texts and now.split("(")[0] in texts:
-        return True
+    old_text, new_text = _TEXT.fullmatch(was), _TEXT.fullmatch(now)
+    if old_text and new_text:  # longer: a shorter varchar cuts trailing spaces
+        old_len, new_len = old_text.group(1), new_text.group(1)
+        return was == now or new_len is None or (old_len is not None and int(new_len) >= int(old_len))
     old, new = _NUMERIC.fullmatch(was), _NUMERIC.fullmatch(now)
     return bool(old and new and (new.group(2) is None or new.group(2) == old.group(2)))
 

@@ -83,30 +83,35 @@ def test_registry_keeps_dropped_columns_and_hex_encodes_names() -> None:
     [delete, insert] = evolve.registry_write_sql("DB", "CDC_LOAD", T, [(1, "i'd", 'A"B'), (2, "gone", "G")])
     key = FQ.encode().hex()
     assert delete == f"""DELETE FROM "DB"."CDC_LOAD"."_CDC_COLUMNS" WHERE TABLE_KEY = '{key}'"""
-    pg_hex, target_hex, type_hex = b"i'd".hex(), b'A"B'.hex(), b"integer".hex()
+    pg_hex, target_hex, type_hex = b"i'd".hex(), b'A"B'.hex(), b"23 integer".hex()
     gone = f"('{key}', 2, '{b'gone'.hex()}', '{b'G'.hex()}', NULL)"  # attnum 2 is no column of T
     assert insert.endswith(f"VALUES ('{key}', 1, '{pg_hex}', '{target_hex}', '{type_hex}'), {gone}")
     rows = [(1, pg_hex, target_hex, type_hex), (2, b"old".hex(), b"OLD".hex(), None)]
     assert evolve.decode_registry(rows) == {'A"B': (1, "i'd"), "OLD": (2, "old")}
-    assert evolve.decode_types(rows) == {1: "integer"}
+    assert evolve.decode_types(rows) == {1: "23 integer"}
 
 
 @pytest.mark.parametrize(
     ("was", "now", "kept"),
     [
-        ("integer", "bigint", True),
-        ("smallint[]", "bigint[]", True),
-        ("character varying(5)", "text", True),
-        ("text", "character varying(50)", True),
-        ("numeric(10,2)", "numeric(14,2)", True),
-        ("numeric(10,2)", "numeric", True),
-        ("date", "timestamp without time zone", False),
-        ("timestamp without time zone", "timestamp with time zone", False),
-        ("real", "double precision", False),
-        ("text", "character(4)", False),
-        ("character(4)", "character(8)", False),
-        ("numeric", "numeric(10,2)", False),
-        ("integer", "numeric(10,2)", False),
+        ("23 integer", "20 bigint", True),
+        ("1005 smallint[]", "1016 bigint[]", True),
+        ("1043 character varying(5)", "25 text", True),
+        ("1043 character varying(5)", "1043 character varying(10)", True),
+        ("1043 character varying(5)", "1043 character varying", True),
+        ("1700 numeric(10,2)", "1700 numeric(14,2)", True),
+        ("1700 numeric(10,2)", "1700 numeric", True),
+        ("16384 mood", "16384 feeling", True),  # a renamed enum: the same type
+        ("16384 mood", '16384 "Other".mood', True),  # named otherwise for another search_path
+        ("1043 character varying(10)", "1043 character varying(5)", False),  # trailing spaces go
+        ("25 text", "1043 character varying(5)", False),
+        ("1082 date", "1114 timestamp without time zone", False),
+        ("1114 timestamp without time zone", "1184 timestamp with time zone", False),
+        ("700 real", "701 double precision", False),
+        ("25 text", "1042 character(4)", False),
+        ("1042 character(4)", "1042 character(8)", False),
+        ("1700 numeric", "1700 numeric(10,2)", False),
+        ("23 integer", "1700 numeric(10,2)", False),
     ],
 )
 def test_a_type_change_that_shows_old_values_otherwise_asks_for_a_re_snapshot(
@@ -120,10 +125,12 @@ def test_a_date_column_made_timestamp_stops_the_table_when_the_target_has_rows()
     table = TableSchema("public", "t", (T.columns[0], Column("s", 4, now, 1114)), ("id",))
     existing = [EXISTING[0], TargetColumn("S", "TEXT", 16777216, None, None, (4, "s"))]
     with pytest.raises(SchemaError) as info:
-        evolve.plan("DB", table, existing, has_rows=True, recorded_types={4: was})
+        evolve.plan("DB", table, existing, has_rows=True, recorded_types={4: f"1082 {was}"})
     assert f"column 's': its type changed from {was} to {now}" in str(info.value)
     assert "cdc snapshot --tables public.t" in str(info.value)
-    assert evolve.plan("DB", table, existing, has_rows=False, recorded_types={4: was}).statements == []
+    assert (
+        evolve.plan("DB", table, existing, has_rows=False, recorded_types={4: f"1082 {was}"}).statements == []
+    )
     assert evolve.plan("DB", table, existing, has_rows=True, recorded_types={}).statements == []
 
 
