@@ -31,6 +31,7 @@ integration: install system-deps
 
 lint: install
 	$(BIN)/ruff check cdc lambda tools tests
+	$(BIN)/ruff format --check cdc lambda tools tests
 	$(BIN)/mypy cdc
 
 bench: install system-deps

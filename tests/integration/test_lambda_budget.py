@@ -231,7 +231,9 @@ def test_a_transaction_longer_than_any_invocation_fails_clearly_and_a_run_withou
     assert wide_target(p) == expected_wide(6)
 
 
-def test_a_run_without_an_invocation_deadline_waits_for_a_transaction_still_being_decoded(p: Pipeline) -> None:
+def test_a_run_without_an_invocation_deadline_waits_for_a_transaction_still_being_decoded(
+    p: Pipeline,
+) -> None:
     assert p.engine.run_window().status == "snapshot"
     rows = 400_000  # the walsender reads its WAL for longer than the window's second before the first message
     with p.conn.cursor() as cur:
@@ -241,5 +243,7 @@ def test_a_run_without_an_invocation_deadline_waits_for_a_transaction_still_bein
     p.engine = build_engine(p.settings.replace(window_max_seconds=1))
     started = time.monotonic()
     result = p.engine.run_window()
-    assert (result.status, result.transactions, result.changes) == ("applied", 1, rows), time.monotonic() - started
+    assert (result.status, result.transactions, result.changes) == ("applied", 1, rows), (
+        time.monotonic() - started
+    )
     assert target_ids(p, "u") == list(range(1, rows + 1))

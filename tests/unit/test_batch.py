@@ -285,7 +285,9 @@ def test_table_with_only_a_truncate_has_no_files(tmp_path: Path) -> None:
     assert not (tmp_path / "public.cdc_t1").exists()
 
 
-@pytest.mark.parametrize(("max_lsn", "staged_truncate"), [(None, (20, 2)), (20, (20, 2)), (19, (9, 0)), (8, None)])
+@pytest.mark.parametrize(
+    ("max_lsn", "staged_truncate"), [(None, (20, 2)), (20, (20, 2)), (19, (9, 0)), (8, None)]
+)
 def test_a_truncate_past_the_last_commit_is_not_staged(
     tmp_path: Path, max_lsn: int | None, staged_truncate: tuple[int, int] | None
 ) -> None:

@@ -230,7 +230,9 @@ def test_a_number_key_sent_as_null_is_refused() -> None:
     # a delete of a row copied with such a key (a snapshot reads it as text): its delete would
     # match no target row
     with pytest.raises(DecodeError, match=r"key column\(s\) \['k'\] of a row arrived as null"):
-        fill_from_source(table, mappings(table), [[1.5, None], [None, None]], ["D", "D"], [None, None], FakeLookup({}))
+        fill_from_source(
+            table, mappings(table), [[1.5, None], [None, None]], ["D", "D"], [None, None], FakeLookup({})
+        )
     assert fill_from_source(table, mappings(table), [[1.5], [None]], ["D"], [None], FakeLookup({})) == 0
 
 
