@@ -78,10 +78,7 @@ def array_element(text: str) -> str | None:
 # after a column of the root was dropped): each column's attnum in both, paired by name.
 _PARTITIONS_SQL = f"""
 SELECT n.nspname, c.relname, rn.nspname, r.relname, c.relkind, c.relpersistence,
-       ARRAY(SELECT pa.attnum FROM pg_attribute pa
-             JOIN pg_attribute ra ON ra.attrelid = r.oid AND ra.attname = pa.attname
-             WHERE pa.attrelid = c.oid AND pa.attnum > 0 AND NOT pa.attisdropped ORDER BY pa.attnum),
-       ARRAY(SELECT ra.attnum FROM pg_attribute pa
+       ARRAY(SELECT ARRAY[pa.attnum, ra.attnum] FROM pg_attribute pa
              JOIN pg_attribute ra ON ra.attrelid = r.oid AND ra.attname = pa.attname
              WHERE pa.attrelid = c.oid AND pa.attnum > 0 AND NOT pa.attisdropped ORDER BY pa.attnum)
 FROM pg_class c
@@ -279,13 +276,13 @@ def load_catalog(
         leaves: dict[tuple[str, str], set[tuple[str, str]]] = {}
         unlogged_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
         foreign_parts: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for schema, name, root_schema, root, kind, persistence, own, roots in cur.fetchall():
+        for schema, name, root_schema, root, kind, persistence, pairs in cur.fetchall():
             if not wanted or (root_schema, root) in wanted:
                 partitions[(schema, name)] = (root_schema, root)
                 if kind == "r":
                     leaves.setdefault((root_schema, root), set()).add((schema, name))
-                if own != roots:
-                    partition_attnums[(schema, name)] = dict(zip(own, roots, strict=True))
+                if any(own != theirs for own, theirs in pairs):
+                    partition_attnums[(schema, name)] = {own: theirs for own, theirs in pairs}
                 # only a leaf holds rows: a partitioned table created UNLOGGED logs its partitions
                 if kind == "r" and persistence == "u":
                     unlogged_parts.setdefault((root_schema, root), []).append((schema, name))
