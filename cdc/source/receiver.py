@@ -203,17 +203,20 @@ def _write_error(out_fd: int, name: str, message: str) -> None:
 
 
 class _Out:
-    """The child's end of the pipe, written without blocking: while the parent is slow to read,
-    ``waiting`` runs every ``KEEPALIVE_EVERY_S`` (the reader keeps asking the walsender where it
-    stands, so the walsender never asks psycopg2 for a reply; see ``cdc.source.ping``)."""
+    """The child's end of the pipe, written without blocking. ``ask`` (``cdc.source.ping.Asker``,
+    which pings at most every ``KEEPALIVE_EVERY_S``) runs after each frame and, while the parent is
+    slow to read, every ``KEEPALIVE_EVERY_S`` of waiting: the walsender keeps hearing from the
+    reader, so it never asks psycopg2 for a reply. A frame is always written whole: an error
+    ``ask`` raises meanwhile waits for its end, so the error frame that follows reads as one."""
 
-    def __init__(self, fd: int, waiting: Callable[[], None]) -> None:
+    def __init__(self, fd: int, ask: Callable[[], None]) -> None:
         self.fd = fd
-        self._waiting = waiting
+        self._ask = ask
         os.set_blocking(fd, False)
 
     def write(self, *parts: bytes) -> None:
         views = [memoryview(p) for p in parts if p]
+        failed: Exception | None = None
         while views:
             try:
                 sent = os.writev(self.fd, views)  # no copy of the data into one buffer first
@@ -223,8 +226,19 @@ class _Out:
                 sent -= len(views.pop(0))
             if views:
                 views[0] = views[0][sent:]
-                if not select.select([], [self.fd], [], KEEPALIVE_EVERY_S)[1]:
-                    self._waiting()
+                if not select.select([], [self.fd], [], KEEPALIVE_EVERY_S)[1] and failed is None:
+                    failed = self._call_ask()
+        if failed is None:
+            failed = self._call_ask()
+        if failed is not None:
+            raise failed
+
+    def _call_ask(self) -> Exception | None:
+        try:
+            self._ask()
+        except Exception as exc:  # raised once the frame is whole
+            return exc
+        return None
 
 
 def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
@@ -268,7 +282,6 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
                 if size >= BATCH_BYTES:
                     _flush(out, batch, server)
                     batch, size = [], 0
-                    ask()
                 continue
             if batch:  # the socket ran dry: hand over what came, then look again
                 _flush(out, batch, server)
@@ -285,8 +298,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
                 continue
             if cur.wal_end and cur.wal_end > server:
                 server = cur.wal_end
-            out.write(HEADER.pack(POSITION, 0, server))
-            ask()
+            out.write(HEADER.pack(POSITION, 0, server))  # and asks the server, when it is time
             if in_fd in select.select([cur, in_fd], [], [], IDLE_POLL_S)[0]:
                 return  # stdin closed (or written to): the parent is done
     finally:

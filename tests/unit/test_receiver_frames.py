@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -193,7 +195,16 @@ def test_the_pipe_closing_between_frames_raises_eof_error_after_the_last_frame(p
         next(pipe.frames)
 
 
-def test_a_write_the_reader_is_slow_to_take_keeps_calling_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+def read_exactly(fd: int, n: int, timeout_s: float = 5.0) -> bytes:
+    got = bytearray()
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            got += os.read(fd, n - len(got))
+    return bytes(got)
+
+
+def test_a_write_the_reader_is_slow_to_take_keeps_asking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(receiver, "KEEPALIVE_EVERY_S", 0.05)
     read_fd, write_fd = os.pipe()
     waited = threading.Event()
@@ -204,11 +215,49 @@ def test_a_write_the_reader_is_slow_to_take_keeps_calling_waiting(monkeypatch: p
     writer.start()
     try:
         assert waited.wait(5)  # the pipe is full and nobody reads: the writer waits, asking meanwhile
-        got = bytearray()
-        while len(got) < len(data) + 8:
-            got += os.read(read_fd, 1 << 16)
+        got = read_exactly(read_fd, len(data) + 8)
     finally:
         writer.join(5)
         os.close(read_fd)
         os.close(write_fd)
-    assert not writer.is_alive() and bytes(got) == b"head" + data + b"tail" and calls
+    assert not writer.is_alive() and got == b"head" + data + b"tail" and len(calls) >= 2
+
+
+def test_every_frame_asks_and_an_error_of_asking_comes_after_the_whole_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(receiver, "KEEPALIVE_EVERY_S", 0.05)
+    read_fd, write_fd = os.pipe()
+    asked: list[int] = []
+    try:
+        out = receiver._Out(write_fd, lambda: asked.append(1))
+        for _ in range(3):  # data that flows: each frame asks (the asker decides whether it is time)
+            out.write(frame(MESSAGES, 5, b"m"))
+        assert (
+            asked == [1, 1, 1]
+            and read_exactly(read_fd, 3 * (HEADER.size + 1)) == frame(MESSAGES, 5, b"m") * 3
+        )
+
+        def fail() -> None:
+            raise SourceError("the connection broke")
+
+        failing = receiver._Out(write_fd, fail)
+        data = b"x" * (1 << 20)
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                failing.write(HEADER.pack(MESSAGES, len(data), 7), data)
+            except SourceError as exc:
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)  # the pipe is full: the asker fails while the frame is half written
+        got = read_exactly(read_fd, HEADER.size + len(data))
+        writer.join(5)
+        assert got == HEADER.pack(MESSAGES, len(data), 7) + data  # whole, then the error
+        assert [str(e) for e in errors] == ["the connection broke"]
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
