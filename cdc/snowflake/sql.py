@@ -266,6 +266,8 @@ def merge_sql(
         'ORDER BY x."_CDC_LSN" DESC, x."_CDC_SEQ" DESC) AS "_RN"',
     ]
     if toast:
+        # the seq of the key's last change in its transaction: the one that wrote the key's row
+        inner.append(f'MAX(x."_CDC_SEQ") OVER (PARTITION BY {partition}, x."_CDC_LSN") AS "_LK"')
         # the seq where the key's current life began in this window (an insert or a move in)
         inner.append(
             f'MAX(CASE WHEN x."_CDC_OP" = \'I\' OR x."_CDC_MOVED" THEN x."_CDC_SEQ" END) '
@@ -328,10 +330,11 @@ def merge_sql(
             "  ) l"
         )
     else:
-        # tc: per chain of moves, the target row of its latest change the target holds already:
-        # a window read again from the same checkpoint numbers its changes the same, so the
-        # target's (_CDC_LSN, _CDC_SEQ) name the change that wrote it
+        # tc: per chain of moves, the target row its latest change the target holds already wrote:
+        # a target row with a transaction's LSN was written by the key's last change in it (a
+        # window never splits a transaction, whatever its start)
         carried = ", ".join(f"kept.{name}" for col, name in cols if col in toast)
+        on_kept = " AND ".join(f"kept.{ident(c.name)} = c.{ident(c.stage_name)}" for c in key_cols)
         using = (
             f"  WITH w AS (\n    SELECT\n      {inner_sep.join(inner)}\n"
             f"    FROM {load_fq} x\n"
@@ -339,8 +342,8 @@ def merge_sql(
             "  ),\n"
             f'  tc AS (\n    SELECT c."_CDC_CHAIN" AS "_CDC_CH", {carried}\n'
             f"    FROM w c JOIN {target_fq} kept\n"
-            '      ON kept."_CDC_LSN" = c."_CDC_LSN" AND kept."_CDC_SEQ" = c."_CDC_SEQ"\n'
-            '    WHERE c."_CDC_CHAIN" IS NOT NULL\n'
+            f'      ON {on_kept} AND kept."_CDC_LSN" = c."_CDC_LSN"\n'
+            '    WHERE c."_CDC_CHAIN" IS NOT NULL AND c."_CDC_SEQ" = c."_LK"\n'
             '    QUALIFY ROW_NUMBER() OVER (PARTITION BY c."_CDC_CHAIN" ORDER BY c."_CDC_SEQ" DESC) = 1\n'
             "  )\n"
             f"  SELECT\n    {sep.join(select)}\n"
