@@ -251,22 +251,23 @@ class WindowReader:
             seen[1].add(leaf)
             return False
         if seen is not None:
-            self._settle_truncates(read)
+            self._settle_truncates(read, root)
         self._truncating[root] = (lsn, {leaf})
         return True
 
-    def _settle_truncates(self, read: WindowRead) -> None:
-        for root, (_lsn, leaves) in self._truncating.items():
-            left = sorted(f"{s}.{t}" for s, t in self.partition_leaves.get(root, frozenset()) - leaves)
+    def _settle_truncates(self, read: WindowRead, only: tuple[str, str] | None = None) -> None:
+        """Stop each table (or ``only`` that one) whose TRUNCATE statement left partitions
+        untouched; forget the statements."""
+        for root in [only] if only is not None else list(self._truncating):
+            _lsn, leaves = self._truncating.pop(root)
+            left = self.partition_leaves.get(root, frozenset()) - leaves
             if left and root in self.tables and self.tables[root].qualified not in read.stopped:
-                emptied = ", ".join(sorted(f"{s}.{t}" for s, t in leaves))
                 self._stop(
                     self.tables[root],
-                    f"its partitions {emptied} were truncated and not {', '.join(left)}: the target "
-                    "cannot empty only the rows of some partitions",
+                    f"its partitions {_names(leaves)} were truncated and not {_names(left)}: the "
+                    "target cannot empty only the rows of some partitions",
                     read,
                 )
-        self._truncating.clear()
 
     def _refresh(self) -> Catalog:
         fresh = self.source.catalog()
@@ -353,3 +354,10 @@ class WindowReader:
         read.stopped[table.qualified] = reason
         self._direct.discard(table.ident)
         log.error("table stopped", extra={"table": table.qualified, "reason": reason})
+
+
+def _names(tables: set[tuple[str, str]] | frozenset[tuple[str, str]], shown: int = 5) -> str:
+    """Some table names for a message: the first ``shown``, and how many more."""
+    names = sorted(f"{s}.{t}" for s, t in tables)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

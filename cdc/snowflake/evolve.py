@@ -370,7 +370,7 @@ def plan(
         if has_rows and was is not None and not _keeps_values(was, recorded_type(col)):
             raise SchemaError(
                 f"table {table.qualified} column {col.name!r}: its type changed from "
-                f"{was.partition(' ')[2]} to {col.type_name}; PostgreSQL rewrote the rows without "
+                f"{_split_type(was)[1]} to {col.type_name}; PostgreSQL rewrote the rows without "
                 "changes the WAL carries, so the target holds their values in the old type's form: "
                 "re-snapshot the table "
                 f"(cdc snapshot --tables {table.qualified})"
@@ -417,11 +417,21 @@ def _keeps_values(was: str, now: str) -> bool:
     otherwise, a renamed enum), integers widened, varchar made longer or text, numeric made wider
     with the same scale or without a scale; arrays of such. ``ALTER COLUMN ... TYPE ... USING``
     can rewrite values under any types: that is not seen here."""
-    was_oid, _, was_name = was.partition(" ")
-    now_oid, _, now_name = now.partition(" ")
-    if was_oid == now_oid and _MODIFIER.findall(was_name) == _MODIFIER.findall(now_name):
+    was_oid, was_name = _split_type(was)
+    now_oid, now_name = _split_type(now)
+    if (
+        was_oid is not None
+        and was_oid == now_oid
+        and _MODIFIER.findall(was_name) == _MODIFIER.findall(now_name)
+    ):
         return True
-    return _same_text(was_name, now_name)
+    return was_name == now_name or _same_text(was_name, now_name)
+
+
+def _split_type(recorded: str) -> tuple[str | None, str]:
+    """(OID, name) of a recorded type; a name alone (no OID: an earlier form) has OID None."""
+    oid, _, name = recorded.partition(" ")
+    return (oid, name) if oid.isdigit() else (None, recorded)
 
 
 def _same_text(was: str, now: str) -> bool:

@@ -258,7 +258,8 @@ def test_a_table_with_a_deferrable_primary_key_is_refused_unless_a_key_is_config
         "ALTER TABLE {s}.same REPLICA IDENTITY FULL",
     )
     replicate(p, "{s}.later", "{s}.full_row", "{s}.keyed", "{s}.same")
-    keys = {(p.schema, "keyed"): ("code",), (p.schema, "same"): ("id",)}  # "same": the deferrable key
+    # "same": the deferrable key and one more column, unique only through that key
+    keys = {(p.schema, "keyed"): ("code",), (p.schema, "same"): ("id", "v")}
     refused = load_catalog(p.conn, p.settings.source_tables, keys).refused
     fix = "NOT DEFERRABLE, or add a unique index on NOT NULL columns and run ALTER TABLE ... REPLICA IDENTITY"
     assert sorted(refused) == [(p.schema, "full_row"), (p.schema, "later"), (p.schema, "same")]

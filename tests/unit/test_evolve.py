@@ -112,6 +112,8 @@ def test_registry_keeps_dropped_columns_and_hex_encodes_names() -> None:
         ("1042 character(4)", "1042 character(8)", False),
         ("1700 numeric", "1700 numeric(10,2)", False),
         ("23 integer", "1700 numeric(10,2)", False),
+        ("integer", "23 integer", True),  # recorded by name alone
+        ("date", "1114 timestamp without time zone", False),
     ],
 )
 def test_a_type_change_that_shows_old_values_otherwise_asks_for_a_re_snapshot(
