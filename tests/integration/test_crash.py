@@ -173,32 +173,52 @@ def test_a_snapshot_killed_while_copying_or_after_a_table_is_swapped_in_is_redon
     assert_replicated(p)
 
 
+def run(p: Pipeline, *statements: str) -> None:
+    """Statements in one transaction (``{s}``: the test's schema)."""
+    with p.conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement.replace("{s}", p.schema))
+    p.conn.commit()
+
+
+def replicate_t(p: Pipeline, *statements: str) -> None:
+    """The test's schema with a table ``t`` that ``statements`` make, replicated alone from a first
+    snapshot."""
+    run(p, "CREATE SCHEMA {s}", *statements)
+    p.settings = p.settings.replace(source_tables=(f"{p.schema}.t",))
+    p.engine.close()
+    p.engine = build_engine(p.settings)
+    assert p.engine.run_window().status == "snapshot"
+
+
+def caught_up_t(stack: Any, p: Pipeline, *columns: str) -> dict[Any, Any]:
+    """Catch up in child runs, check that ``t``'s target equals its source, and return its rows:
+    id -> the value of one column, or a tuple of several."""
+    sync_until_caught_up(stack, p)
+    table = p.engine.source.catalog().tables[(p.schema, "t")]
+    diff = compare_table(p.conn, p.engine, table)
+    assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
+    rows = p.engine.sink.fetch_table(table)  # type: ignore[attr-defined]
+    pick = (lambda r: r[columns[0]]) if len(columns) == 1 else (lambda r: tuple(r[c] for c in columns))
+    return {r["id"]: pick(r) for r in rows}
+
+
 @pytest.mark.parametrize("failpoint", ["after_add_column", "after_fill_column"])
 def test_a_crash_while_a_column_is_added_still_fills_it(stack: Any, failpoint: str) -> None:
     p = Pipeline(stack)
     try:
-        with p.conn.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA {p.schema}")
-            cur.execute(f"CREATE TABLE {p.schema}.t (id int PRIMARY KEY)")
-            cur.execute(f"INSERT INTO {p.schema}.t VALUES (1), (2)")
-        p.conn.commit()
-        p.settings = p.settings.replace(source_tables=(f"{p.schema}.t",))
-        p.engine.close()
-        p.engine = build_engine(p.settings)
-        assert p.engine.run_window().status == "snapshot"
-        with p.conn.cursor() as cur:
-            cur.execute(f"ALTER TABLE {p.schema}.t ADD COLUMN n int DEFAULT 7")
-            cur.execute(f"INSERT INTO {p.schema}.t VALUES (3, 8), (4, NULL)")
-        p.conn.commit()
+        replicate_t(p, "CREATE TABLE {s}.t (id int PRIMARY KEY)", "INSERT INTO {s}.t VALUES (1), (2)")
+        run(p, "ALTER TABLE {s}.t ADD COLUMN n int DEFAULT 7", "INSERT INTO {s}.t VALUES (3, 8), (4, NULL)")
         kill_at(stack, p, failpoint)  # the column exists in the target; the fill may not have run
-        sync_until_caught_up(stack, p)
-        table = p.engine.source.catalog().tables[(p.schema, "t")]
-        rows = {r["id"]: r["n"] for r in p.engine.sink.fetch_table(table)}  # type: ignore[attr-defined]
-        assert rows == {1: 7, 2: 7, 3: 8, 4: None}
-        diff = compare_table(p.conn, p.engine, table)
-        assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
+        assert caught_up_t(stack, p, "n") == {1: 7, 2: 7, 3: 8, 4: None}
     finally:
         p.close()
+
+
+TOASTED_T = (
+    "CREATE TABLE {s}.t (id int PRIMARY KEY, note text, n int)",
+    "ALTER TABLE {s}.t ALTER COLUMN note SET STORAGE EXTERNAL",
+)
 
 
 def test_a_key_change_merged_by_a_run_killed_before_its_checkpoint_keeps_its_toasted_value(
@@ -207,31 +227,17 @@ def test_a_key_change_merged_by_a_run_killed_before_its_checkpoint_keeps_its_toa
     p = Pipeline(stack)
     big = "x" * 5000
     try:
-        with p.conn.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA {p.schema}")
-            cur.execute(f"CREATE TABLE {p.schema}.t (id int PRIMARY KEY, note text, n int)")
-            cur.execute(f"ALTER TABLE {p.schema}.t ALTER COLUMN note SET STORAGE EXTERNAL")
-            cur.execute(f"INSERT INTO {p.schema}.t VALUES (1, %s, 0)", (big,))
-        p.conn.commit()
-        p.settings = p.settings.replace(source_tables=(f"{p.schema}.t",))
-        p.engine.close()
-        p.engine = build_engine(p.settings)
-        assert p.engine.run_window().status == "snapshot"
-        with p.conn.cursor() as cur:
-            cur.execute(f"UPDATE {p.schema}.t SET id = 2 WHERE id = 1")  # the TOASTed note is not sent
-        p.conn.commit()
+        replicate_t(p, *TOASTED_T, f"INSERT INTO {{s}}.t VALUES (1, '{big}', 0)")
+        run(p, "UPDATE {s}.t SET id = 2 WHERE id = 1")  # the TOASTed note is not sent
         kill_at(stack, p, "after_merge")  # the target has the move; the checkpoint is before it
-        with p.conn.cursor() as cur:
-            cur.execute(f"UPDATE {p.schema}.t SET id = 3 WHERE id = 2")  # moved on, the note not sent
-            cur.execute(f"UPDATE {p.schema}.t SET n = 5 WHERE id = 3")  # nor here
-            cur.execute(f"INSERT INTO {p.schema}.t VALUES (1, 'w', 0)")  # the old key is used again
-        p.conn.commit()
-        sync_until_caught_up(stack, p)  # reads the move again, with the changes after it
-        table = p.engine.source.catalog().tables[(p.schema, "t")]
-        rows = {r["id"]: (r["note"], r["n"]) for r in p.engine.sink.fetch_table(table)}  # type: ignore[attr-defined]
-        assert rows == {1: ("w", 0), 3: (big, 5)}
-        diff = compare_table(p.conn, p.engine, table)
-        assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
+        run(
+            p,
+            "UPDATE {s}.t SET id = 3 WHERE id = 2",  # moved on, the note not sent
+            "UPDATE {s}.t SET n = 5 WHERE id = 3",  # nor here
+            "INSERT INTO {s}.t VALUES (1, 'w', 0)",  # the old key is used again
+        )
+        # reads the move again, with the changes after it
+        assert caught_up_t(stack, p, "note", "n") == {1: ("w", 0), 3: (big, 5)}
     finally:
         p.close()
 
@@ -242,27 +248,15 @@ def test_moves_merged_by_a_killed_run_and_read_again_from_another_start_keep_the
     p = Pipeline(stack)
     big1, big5 = "1" * 5000, "5" * 5000
     try:
-
-        def run(*statements: str) -> None:
-            with p.conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement.replace("{s}", p.schema))
-            p.conn.commit()
-
-        run(
-            "CREATE SCHEMA {s}",
-            "CREATE TABLE {s}.t (id int PRIMARY KEY, note text, n int)",
-            "ALTER TABLE {s}.t ALTER COLUMN note SET STORAGE EXTERNAL",
-            f"INSERT INTO {{s}}.t VALUES (1, '{big1}', 0), (5, '{big5}', 0), (9, 'n', 0)",
+        replicate_t(
+            p, *TOASTED_T, f"INSERT INTO {{s}}.t VALUES (1, '{big1}', 0), (5, '{big5}', 0), (9, 'n', 0)"
         )
-        p.settings = p.settings.replace(source_tables=(f"{p.schema}.t",))
-        p.engine.close()
-        p.engine = build_engine(p.settings)
-        assert p.engine.run_window().status == "snapshot"
-        run("UPDATE {s}.t SET n = 1 WHERE id = 9")
-        run("UPDATE {s}.t SET id = 2 WHERE id = 1", "UPDATE {s}.t SET id = 6 WHERE id = 5")  # one transaction
+        run(p, "UPDATE {s}.t SET n = 1 WHERE id = 9")
+        run(
+            p, "UPDATE {s}.t SET id = 2 WHERE id = 1", "UPDATE {s}.t SET id = 6 WHERE id = 5"
+        )  # one transaction
         kill_at(stack, p, "after_merge")  # both transactions merged; the checkpoint before them
-        run("UPDATE {s}.t SET id = 7 WHERE id = 6")
+        run(p, "UPDATE {s}.t SET id = 7 WHERE id = 6")
         # the next window reads only the first transaction, so the one after starts at the moves:
         # its changes are numbered otherwise than in the killed run's window
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
@@ -271,11 +265,6 @@ def test_moves_merged_by_a_killed_run_and_read_again_from_another_start_keep_the
         ):
             assert time.monotonic() < deadline, "the killed run's lease never expired"
             time.sleep(1)
-        sync_until_caught_up(stack, p)
-        table = p.engine.source.catalog().tables[(p.schema, "t")]
-        rows = {r["id"]: (r["note"], r["n"]) for r in p.engine.sink.fetch_table(table)}  # type: ignore[attr-defined]
-        assert rows == {2: (big1, 0), 7: (big5, 0), 9: ("n", 1)}
-        diff = compare_table(p.conn, p.engine, table)
-        assert diff.equal, (diff.missing[:5], diff.extra[:5], diff.different[:5])
+        assert caught_up_t(stack, p, "note", "n") == {2: (big1, 0), 7: (big5, 0), 9: ("n", 1)}
     finally:
         p.close()
