@@ -15,8 +15,9 @@ walsender moves nothing), through the connection's libpq (``cdc.source.tls.libpq
 sends none: its periodic feedback is off on reading connections (``STATUS_INTERVAL_S``), and it
 answers only a keepalive that asks for a reply, which the walsender sends after half its
 ``wal_sender_timeout`` without hearing from the reader. ``Asker`` keeps that from happening: the
-reader asks every ``KEEPALIVE_EVERY_S`` while idle, while data flows, and while it waits for its
-consumer.
+reader asks every ``KEEPALIVE_EVERY_S`` while idle and while data flows, and the receiving child also
+while the parent is slow to read its pipe. A reader in line cannot ask while its consumer works
+between two messages; that matters only if the consumer takes half a ``wal_sender_timeout``.
 """
 
 from __future__ import annotations
