@@ -440,11 +440,12 @@ class Engine:
     ) -> dict[str, Any]:
         """What the checkpoint keeps about the tables: the stopped ones, and what tells the next
         window which tables were renamed, refused or newly selected (``snapshot_mode.copy_stops``)."""
+        known = checkpoint.extra.get("table_oids") or {}
         return {
             "stopped_tables": stopped,
-            "table_oids": snapshot_mode.table_oids(checkpoint.extra.get("table_oids") or {}, catalog.oids),
-            "refused_oids": snapshot_mode.table_oids({}, reader.refused_oids),
-            "source_tables": list(self.settings.source_tables),
+            **snapshot_mode.copy_bookkeeping(
+                known, catalog.oids, reader.refused_oids, self.settings.source_tables
+            ),
         }
 
     def _stage(self, window_id: str, start: Lsn, read: WindowRead, spool: Path, prefix: str) -> int:

@@ -33,7 +33,7 @@ def _null_key(table: TableSchema, names: list[str]) -> DecodeError:
     return DecodeError(
         f"table {table.qualified}: key column(s) {names} of a row arrived as null, which wal2json "
         "writes for NaN and +/-Infinity: such a key cannot be replicated; change the key's value in "
-        f"the source, or leave the table out of source_tables"
+        "the source, or leave the table out of source_tables"
     )
 
 

@@ -94,6 +94,21 @@ def table_oids(known: dict[str, str], current: dict[tuple[str, str], int]) -> di
     return {**known, **{str(oid): f"{schema}.{name}" for (schema, name), oid in current.items()}}
 
 
+def copy_bookkeeping(
+    known: dict[str, str],
+    current: dict[tuple[str, str], int],
+    refused: dict[tuple[str, str], int],
+    source_tables: tuple[str, ...],
+) -> dict[str, Any]:
+    """What the checkpoint keeps so that a later window's ``copy_stops`` finds the tables renamed,
+    replicated again after being refused, or added to ``source_tables`` since."""
+    return {
+        "table_oids": table_oids(known, current),
+        "refused_oids": table_oids({}, refused),
+        "source_tables": list(source_tables),
+    }
+
+
 def renamed_tables(known: dict[str, str], current: dict[tuple[str, str], int]) -> dict[str, str]:
     """Tables whose OID the pipeline knew under another name: ``{new name: old name}``.
 
@@ -251,9 +266,7 @@ def run_full(
             "snapshot": {"id": result.snapshot_id, "lsn": str(lsn), "reason": reason},
             "stopped_tables": stopped,
             "snapshot_lsns": {},
-            "table_oids": table_oids({}, catalog.oids),
-            "refused_oids": table_oids({}, catalog.refused_oids),
-            "source_tables": list(settings.source_tables),
+            **copy_bookkeeping({}, catalog.oids, catalog.refused_oids, settings.source_tables),
         },
     )
     return WindowResult(

@@ -316,8 +316,8 @@ def load_catalog(
         key = identity
         configured = keys.get((schema, name))
         # a DEFERRABLE primary key is no replica identity (DEFAULT logs nothing then), and under FULL
-        # it lets rows swap keys within one statement: refused, unless another key is configured
-        # a configured key holding the primary key's columns is unique only through that key
+        # it lets rows swap keys within one statement: refused, unless a key is configured that does
+        # not hold the primary key's columns (one that does is unique only through that key)
         own_key = configured is None or set(kinds.get("primary") or ()) <= set(configured)
         if oid in deferrable and (replident == "d" or (replident == "f" and own_key)):
             refused[(schema, name)], fixes[(schema, name)] = deferrable_key(schema, name, replident == "d")

@@ -63,14 +63,14 @@ def update_message(reply: bool = True) -> bytes:
     return _UPDATE.pack(b"r", 0, 0, 0, now_us, 1 if reply else 0)
 
 
-def ping(conn: Any) -> bool:
+def ping(conn: Any) -> None:
     """Ask the walsender of a streaming psycopg2 replication connection for a keepalive, confirming
-    nothing; False (nothing sent) where libpq's functions cannot be reached. A failed send raises
+    nothing (nothing is sent where libpq's functions cannot be reached). A failed send raises
     ``psycopg2.OperationalError``, as a failed read would."""
     functions = _functions()
     pgconn = getattr(conn, "pgconn_ptr", None)
     if functions is None or not pgconn:
-        return False
+        return
     put, flush = functions
     message = update_message()
     handle = ctypes.c_void_p(pgconn)
@@ -78,7 +78,6 @@ def ping(conn: Any) -> bool:
         import psycopg2
 
         raise psycopg2.OperationalError("could not send a status update to the walsender")
-    return True
 
 
 class Asker:
