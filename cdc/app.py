@@ -43,6 +43,11 @@ def aws_client(settings: Settings, service: str) -> Any:
     )
 
 
+TCP_KEEPALIVE_IDLE_S = 30  # a silent connection is probed after this long,
+TCP_KEEPALIVE_INTERVAL_S = 10  # then this often,
+TCP_KEEPALIVE_COUNT = 3  # and given up after this many unanswered probes
+
+
 def source_params(settings: Settings, secrets: VaultSecrets) -> dict[str, Any]:
     creds = secrets.source_credentials()
     password = creds.password.reveal() if creds.password else None
@@ -57,6 +62,13 @@ def source_params(settings: Settings, secrets: VaultSecrets) -> dict[str, Any]:
         "sslmode": settings.source_sslmode,
         "connect_timeout": settings.source_connect_timeout_s,
         "application_name": f"cdc-{settings.pipeline}",
+        # a peer gone without a word (network failure, failover) fails a waiting query or COPY in
+        # about a minute, not the operating system's two hours; reading connections also listen
+        # for the walsender's answers (cdc.source.ping.Silence)
+        "keepalives": 1,
+        "keepalives_idle": TCP_KEEPALIVE_IDLE_S,
+        "keepalives_interval": TCP_KEEPALIVE_INTERVAL_S,
+        "keepalives_count": TCP_KEEPALIVE_COUNT,
     }
     if settings.source_sslrootcert:
         params["sslrootcert"] = settings.source_sslrootcert

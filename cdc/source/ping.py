@@ -18,6 +18,12 @@ answers only a keepalive that asks for a reply, which the walsender sends after 
 reader asks every ``KEEPALIVE_EVERY_S`` while idle and while data flows, and the receiving child also
 while the parent is slow to read its pipe. A reader in line cannot ask while its consumer works
 between two messages; that matters only if the consumer takes half a ``wal_sender_timeout``.
+
+Since a live walsender answers every question, a connection on which nothing arrives at all for
+``SILENCE_LIMIT_S`` while the reader waits is lost (a network failure, a failover, a connection
+left half open): ``Silence`` ends the read with ``SourceUnavailable``, as PostgreSQL's own
+``wal_receiver_timeout`` does for a standby. Without it, a reader waiting inside a transaction
+(whose end a window always waits for, outside an invocation's hard deadline) would wait forever.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cdc.errors import SourceUnavailable
 from cdc.source.tls import libpq
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_EVERY_S = 1.0  # ask the server where it stands this often
+SILENCE_LIMIT_S = 60.0  # nothing received for this long while waiting: the connection is lost
 STATUS_INTERVAL_S = 365 * 24 * 3600.0  # psycopg2's periodic feedback: never, while a window reads
 _UPDATE = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client clock (µs since 2000), reply
 _EPOCH_2000_US = 946_684_800 * 1_000_000
@@ -89,6 +97,11 @@ class Asker:
         self._classify = classify
         self._last = time.monotonic()
 
+    @property
+    def able(self) -> bool:
+        """Whether questions reach the walsender (libpq's functions and the connection's handle)."""
+        return _functions() is not None and bool(getattr(self._conn, "pgconn_ptr", None))
+
     def __call__(self) -> None:
         now = time.monotonic()
         if now - self._last < KEEPALIVE_EVERY_S:
@@ -100,3 +113,34 @@ class Asker:
             ping(self._conn)
         except psycopg2.Error as exc:
             raise self._classify(exc, "asking the server where it stands") from exc
+
+
+class Silence:
+    """Tells a lost connection from a quiet one while a reader waits (see the module docstring).
+
+    psycopg2 moves a replication cursor's ``io_timestamp`` whenever it reads a message, data or
+    keepalive; ``check`` raises ``SourceUnavailable`` once it has not moved for ``limit_s`` of
+    waiting. ``heard`` restarts the count after the reader was busy with messages (time spent
+    working is not silence). A reader whose questions cannot reach the walsender (``able`` false)
+    hears from an idle server only at its own pace, so it never takes silence for a loss.
+    """
+
+    def __init__(self, cursor: Any, limit_s: float, able: bool = True) -> None:
+        self._cursor = cursor
+        self._limit = limit_s if able else float("inf")
+        self._seen = cursor.io_timestamp
+        self._since = time.monotonic()
+
+    def heard(self) -> None:
+        self._since = time.monotonic()
+
+    def check(self, now: float) -> None:
+        seen = self._cursor.io_timestamp
+        if seen != self._seen:
+            self._seen, self._since = seen, now
+        elif now - self._since >= self._limit:
+            raise SourceUnavailable(
+                f"the source sent nothing for {now - self._since:.0f} s, not even an answer to the "
+                "reader's status requests: the replication connection is taken for lost (a network "
+                "failure or a failover); the window is read again from the checkpoint"
+            )

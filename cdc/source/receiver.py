@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from cdc import errors
 from cdc.logs import redact, register_secret
-from cdc.source.ping import KEEPALIVE_EVERY_S
+from cdc.source.ping import KEEPALIVE_EVERY_S, SILENCE_LIMIT_S
 
 HEADER = struct.Struct("<cIQ")
 MESSAGES, ONE, POSITION, ERROR = b"M", b"O", b"P", b"E"
@@ -53,7 +53,9 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 class Receiver:
     """The parent's end: a running child and the frames it writes (see the module docstring)."""
 
-    def __init__(self, params: dict[str, Any], slot: str, start: int) -> None:
+    def __init__(
+        self, params: dict[str, Any], slot: str, start: int, silence_s: float = SILENCE_LIMIT_S
+    ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
@@ -70,7 +72,7 @@ class Receiver:
         self._frames = FrameReader(self._proc.stdout.fileno())
         try:
             # the password travels through the pipe, never in the command line or the environment
-            config = {"params": params, "slot": slot, "start": start}
+            config = {"params": params, "slot": slot, "start": start, "silence_s": silence_s}
             self._proc.stdin.write(json.dumps(config).encode() + b"\n")
             self._proc.stdin.flush()
         except BrokenPipeError:
@@ -245,7 +247,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
     import psycopg2
 
     from cdc.model import Lsn
-    from cdc.source.ping import Asker
+    from cdc.source.ping import Asker, Silence
     from cdc.source.slot import BATCH_WAIT_S, IDLE_POLL_S, PostgresSource, classify_error
     from cdc.source.tls import enable_read_ahead
 
@@ -257,6 +259,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
         read = cur.read_message
         ask = Asker(conn, classify_error)  # see cdc.source.ping
         out = _Out(out_fd, ask)
+        silence = Silence(cur, float(config.get("silence_s", SILENCE_LIMIT_S)), ask.able)
         server = int(config["start"])
         batch: list[bytes] = []
         size = 0
@@ -289,8 +292,10 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
                 continue
             if flowing:
                 flowing = False
+                silence.heard()
                 time.sleep(BATCH_WAIT_S)
                 continue
+            silence.check(time.monotonic())
             if ahead is not None and ahead.pending():
                 # TLS records read ahead are waiting: not idle (one read in part waits for its rest)
                 if in_fd in select.select([cur, in_fd], [], [], BATCH_WAIT_S)[0]:

@@ -19,7 +19,7 @@ from cdc.errors import AuthError, SourceError, SourceUnavailable
 from cdc.model import Begin, Commit, Lsn, Message, TableSchema
 from cdc.source.catalog import Catalog, load_catalog
 from cdc.source.lookup import current_text
-from cdc.source.ping import KEEPALIVE_EVERY_S, STATUS_INTERVAL_S, Asker
+from cdc.source.ping import KEEPALIVE_EVERY_S, SILENCE_LIMIT_S, STATUS_INTERVAL_S, Asker, Silence
 from cdc.source.receiver import MESSAGES, POSITION, Receiver
 from cdc.source.tls import enable_read_ahead
 from cdc.source.wal2json import WAL2JSON_OPTIONS, RowChange, parse_row
@@ -161,6 +161,8 @@ class PostgresSource:
         self.keys = dict(keys or {})
         # a window with at least this much WAL to read receives it in a child process (-1: never)
         self.receive_process_min_bytes = receive_process_min_bytes
+        # a reading connection on which nothing arrives this long while waiting is lost (ping.Silence)
+        self.silence_limit_s = SILENCE_LIMIT_S
         self._conn: Any = None
 
     # -- plain SQL connection -------------------------------------------------------------
@@ -320,6 +322,7 @@ class PostgresSource:
             in_txn = False
             flowing = False
             ask = Asker(conn, classify_error)  # see cdc.source.ping
+            silence = Silence(cur, self.silence_limit_s, ask.able)
             received = 0
             while True:
                 try:
@@ -346,9 +349,11 @@ class PostgresSource:
                     continue
                 if flowing:
                     flowing = False
+                    silence.heard()
                     time.sleep(BATCH_WAIT_S)
                     continue
                 now = time.monotonic()
+                silence.check(now)
                 if ahead is not None and now < deadline and ahead.pending():
                     # TLS records read ahead are waiting: not idle (one read in part waits for its rest)
                     select.select([cur], [], [], BATCH_WAIT_S)
@@ -374,7 +379,7 @@ class PostgresSource:
     ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
         """``stream_rows`` with the messages received by a child process (same ending rules)."""
         try:
-            receiver = Receiver(self._params, self.slot, start.value)
+            receiver = Receiver(self._params, self.slot, start.value, self.silence_limit_s)
         except OSError as exc:
             raise SourceUnavailable(
                 f"could not start the process that receives slot {self.slot}: {exc}"

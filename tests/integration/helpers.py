@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import socket
+import threading
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -97,3 +100,59 @@ def load_handler() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class FreezingRelay:
+    """A TCP relay to a server that stops relaying a connection, both ways, once it has carried
+    ``freeze_after`` bytes to its client, and leaves that connection's sockets open: to the client
+    it is a connection lost without a word (a network failure, a connection left half open).
+    ``frozen`` is set when the first connection freezes; ``close`` ends every connection."""
+
+    def __init__(self, host: str, port: int, freeze_after: int) -> None:
+        self._target = (host, port)
+        self._freeze_after = freeze_after
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.frozen = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self._target)
+            self._sockets += [client, server]
+            stop = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, stop, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, stop, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, stop: threading.Event, to_client: bool) -> None:
+        carried = 0
+        while not stop.is_set():
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if stop.is_set():
+                return  # frozen meanwhile: what came is never delivered
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+            carried += len(data) if to_client else 0
+            if carried >= self._freeze_after:
+                stop.set()
+                self.frozen.set()
+
+    def close(self) -> None:
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

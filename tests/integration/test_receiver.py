@@ -8,6 +8,8 @@ stays out of the child's command line and environment; stopping the child releas
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +18,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import pytest
-from helpers import Pipeline
+from helpers import FreezingRelay, Pipeline
 
-from cdc.app import build_engine
+from cdc.app import build_engine, source_params
 from cdc.demo import TABLES, compare_table, create_schema, replicate_until_caught_up, run_workload
-from cdc.errors import AuthError, CdcError, SourceError
+from cdc.errors import AuthError, CdcError, SourceError, SourceUnavailable
 from cdc.model import Begin, Commit, Lsn
+from cdc.secrets import VaultSecrets
 from cdc.source.receiver import POSITION, Receiver
 from cdc.source.slot import PostgresSource, StreamPosition
 from cdc.source.wal2json import RowChange, RowInsert
@@ -379,4 +382,69 @@ def test_asking_the_server_where_it_stands_confirms_nothing(env: Env, threshold:
         info = source.slot_info()
         assert info is not None and info.confirmed_flush == start
     finally:
+        source.close()
+
+
+@pytest.mark.parametrize("threshold", [IN_LINE, CHILD], ids=["in line", "child"])
+def test_a_connection_lost_inside_a_transaction_ends_the_read(env: Env, threshold: int) -> None:
+    """A window waits for the end of an open transaction past a soft deadline; on a connection that
+    went silent (no message, no answer to the reader's questions) it gives up instead of waiting
+    forever, confirming nothing."""
+    env.sql("CREATE TABLE {s}.t (id integer PRIMARY KEY, body text)")
+    slot, start = env.create_slot(f"lost{threshold + 1}")
+    env.sql("INSERT INTO {s}.t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+    until = env.current_wal_lsn()
+    relay = FreezingRelay(env.params["host"], int(env.params["port"]), freeze_after=256 * 1024)
+    source = PostgresSource({**env.params, "port": relay.port}, slot, receive_process_min_bytes=threshold)
+    source.silence_limit_s = 3
+    got: list[Begin | Commit | RowChange] = []
+    failed: list[Exception] = []
+
+    def read() -> None:
+        position = StreamPosition(server_lsn=start)
+        try:
+            for message, _size in source.stream_rows(
+                start, until, time.monotonic() + 1, position, hard=False
+            ):
+                got.append(message)
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            failed.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)
+    try:
+        assert relay.frozen.is_set(), "the relay never froze: the transaction is smaller than expected"
+        assert not reader.is_alive(), "the reader still waits on a connection that went silent a minute ago"
+        assert len(failed) == 1 and isinstance(failed[0], SourceUnavailable), failed
+        assert "the source sent nothing for 3 s" in str(failed[0])
+        # it read part of the transaction, and not its end
+        assert isinstance(got[0], Begin) and len(got) > 100
+        assert not [m for m in got if isinstance(m, Commit)]
+        info = source.slot_info()  # through the relay's fresh connection: only the frozen one is silent
+        assert info is not None and info.confirmed_flush == start
+    finally:
+        relay.close()
+        reader.join(30)
+        source.close()
+
+
+def test_the_sources_connections_probe_a_silent_peer(env: Env, stack: Any) -> None:
+    """TCP keepalives on every connection to the source, so that a query or a COPY waiting on a
+    peer gone without a word fails in about a minute (30 s idle, then 3 probes 10 s apart)."""
+    slot, _start = env.create_slot("probe")
+    source = PostgresSource(source_params(stack.settings, VaultSecrets.from_settings(stack.settings)), slot)
+    replication = source.replication_connection()
+    try:
+        for conn in (source._sql(), replication):
+            sock = socket.socket(fileno=os.dup(conn.fileno()))
+            try:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            finally:
+                sock.close()
+    finally:
+        replication.close()
         source.close()
