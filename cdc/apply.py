@@ -142,10 +142,12 @@ def apply_tables(
     max_lsn: int,
     guard: TimeGuard,
     between: Callable[[], None] = lambda: None,
+    fence: Callable[[], None] = lambda: None,
 ) -> list[StagedTable]:
     """COPY + MERGE every table of ``items``; the tables applied, in ``items`` order.
 
-    ``between`` runs after each apply when another table is still to be applied (or running).
+    ``between`` runs after each apply when another table is still to be applied (or running);
+    ``fence`` before each, and raises when the run may no longer change the target (its lease).
     """
     if not items:
         return []
@@ -156,6 +158,7 @@ def apply_tables(
             return None
         name = item.staged.table.qualified
         try:
+            fence()
             guard.check(name)
             sink = pool.take()
             try:

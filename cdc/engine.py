@@ -23,6 +23,7 @@ from cdc import failpoints, snapshot_mode, window_summary
 from cdc.apply import ApplySink, OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
 from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
 from cdc.errors import CdcError, ConfigError, LeaseHeld, SchemaError, TransientError
+from cdc.lease import LeaseKeeper
 from cdc.logs import WindowLog, redact
 from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, TableSchema, WindowResult
 from cdc.reader import ReadBounds, WindowRead, WindowReader
@@ -83,6 +84,7 @@ class Engine:
         self.store = store
         self._time_left = time_left
         self._reserve_checked = False
+        self._keeper: LeaseKeeper | None = None  # while a window runs (see fence)
         self.owner = owner or f"cdc-{uuid.uuid4().hex[:12]}"
         self.last_retries = 0
         self.last_checkpoint_lsn: str | None = None
@@ -117,6 +119,12 @@ class Engine:
             return None
         lag = wal.value - slot.confirmed_flush.value if slot.confirmed_flush is not None else None
         return SlotHealth(slot.wal_status, slot.retained_bytes, slot.safe_wal_bytes, lag)
+
+    def fence(self) -> None:
+        """Before a step that changes the target (a MERGE, a snapshot's swap): raise
+        ``CheckpointConflict`` unless this run still holds its lease (``cdc.lease``)."""
+        if self._keeper is not None:
+            self._keeper.check()
 
     def budget_s(self) -> float:
         """Seconds this window may spend reading: the Lambda's remaining time minus the safety
@@ -172,7 +180,11 @@ class Engine:
                         wlog.warning("retrying window after a transient error", extra={"attempt": n})
                     if lease is None:  # DynamoDB unreachable or throttled is retried like the rest
                         lease = self.store.acquire_lease(self.owner, self.settings.lease_ttl_s)
-                    result = self._window(window_id, lease, wlog, started, mode, tables, progress)
+                    with LeaseKeeper(self.store, lease, self.settings.lease_ttl_s) as self._keeper:
+                        try:
+                            result = self._window(window_id, lease, wlog, started, mode, tables, progress)
+                        finally:
+                            self._keeper = None
         except LeaseHeld as held:  # only acquire_lease raises it: no lease was taken
             wlog.info("lease held by another run; nothing to do", extra={"owner": held.owner})
             return WindowResult(self.settings.pipeline, window_id, "lease_held", notes=(str(held),))
@@ -338,6 +350,7 @@ class Engine:
                     self.settings.window_merge_reserve_s,
                 ),
                 between=lambda: failpoints.hit("between_merges"),
+                fence=self.fence,
             )
         except OutOfTime as exc:  # the checkpoint stays: the next run applies the window again
             wlog.warning("window stopped before applying every table", extra={"error": str(exc)})

@@ -309,6 +309,7 @@ def _copy(
         part_max_rows=settings.part_max_rows,
         progress=progress,
         on_table=on_table,
+        fence=engine.fence,
     )
 
 

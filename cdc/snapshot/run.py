@@ -148,13 +148,15 @@ def run_snapshot(
     on_table: Callable[[FinishedTable], None] | None = None,
     spool_dir: Path | None = None,
     clock: Callable[[], float] = time.monotonic,
+    fence: Callable[[], None] = lambda: None,
 ) -> SnapshotResult:
     """Copy, stage, load and swap ``tables`` at ``snapshot`` until done or ``deadline`` passes.
 
     ``deadline`` is a ``clock()`` value (``time.monotonic`` unless a test passes another clock).
     ``on_table`` runs as each table is swapped in (so a caller can record it even if a later table
     fails). A failure raises the error (the table that failed keeps its previous target); the
-    tables swapped in before it stay swapped.
+    tables swapped in before it stay swapped. ``fence`` runs before each table is loaded and
+    swapped in, and raises when the run may no longer change the target (its lease).
     """
     point = snapshot.point if isinstance(snapshot, ExportedSnapshot) else snapshot
     started = time.monotonic()
@@ -211,6 +213,7 @@ def run_snapshot(
                     )
                     stopped = "deadline"
                     break
+                fence()
                 _emit(progress, "load", copied, index, len(tables))
                 loaded = loader.load(copied.staged, f"{prefix}/{copied.staged.stage_dir}", token=token)
                 done = FinishedTable(

@@ -16,6 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
 from cdc.errors import AuthError, CheckpointConflict, CheckpointError, CheckpointUnavailable, LeaseHeld
+from cdc.lease import LeaseKeeper
 from cdc.model import Lsn
 
 pytestmark = pytest.mark.integration
@@ -336,3 +337,39 @@ def test_conflicts_are_explained_even_without_cancellation_reasons(endpoint: str
     store.acquire_lease("run-b", ttl_s=300, now=lease.expires_at + 1)
     with pytest.raises(CheckpointConflict, match=r"lease lost.*taken over by run-b"):
         store.save(lsn=Lsn.parse("0/300"), slot="s", window_id="w3", lease=lease, expected=store.load())
+
+
+def test_a_kept_lease_outlives_its_ttl_while_the_work_runs(store: CheckpointStore) -> None:
+    lease = store.acquire_lease("run-a", ttl_s=1)
+    with LeaseKeeper(store, lease, ttl_s=1) as keeper:
+        time.sleep(2.5)  # work longer than the TTL
+        with pytest.raises(LeaseHeld):
+            store.acquire_lease("run-b", ttl_s=1)
+        keeper.check()
+        store.save(lsn=Lsn.parse("0/100"), slot="s", window_id="w1", lease=lease, expected=None)
+        assert keeper.lease.epoch == lease.epoch and keeper.lease.expires_at > lease.expires_at + 1
+    time.sleep(1.1)  # no longer kept: it expires, and another run may take it
+    assert store.acquire_lease("run-b", ttl_s=1).epoch == lease.epoch + 1
+
+
+def test_the_fence_closes_once_another_run_took_the_lease_over(store: CheckpointStore) -> None:
+    lease = store.acquire_lease("run-a", ttl_s=1)
+    with LeaseKeeper(store, lease, ttl_s=1) as keeper:
+        keeper.check()
+        # as if this run had stalled past its lease and another had taken it over meanwhile
+        store.release_lease(lease)
+        store.acquire_lease("run-b", ttl_s=60)
+        time.sleep(0.8)  # two turns of the keeper
+        with pytest.raises(CheckpointConflict, match=r"lost its lease to run-b \(epoch 2\)"):
+            keeper.check()
+
+
+def test_the_fence_closes_when_renewing_keeps_failing(endpoint: str, table: str) -> None:
+    pipeline = f"p-{uuid.uuid4().hex[:10]}"
+    lease = CheckpointStore(_client(endpoint), table, pipeline).acquire_lease("run-a", ttl_s=3)
+    unreachable = _client("http://127.0.0.1:9", connect_timeout=0.2, retries={"max_attempts": 1})
+    with LeaseKeeper(CheckpointStore(unreachable, table, pipeline), lease, ttl_s=3) as keeper:
+        keeper.check()  # 3 s left
+        time.sleep(2.2)  # renewals failed meanwhile: less than a third of the TTL is left
+        with pytest.raises(CheckpointConflict, match=r"could not renew its lease, which ends in [01] s"):
+            keeper.check()

@@ -246,3 +246,64 @@ def test_cli_snapshot_of_some_tables_prints_one_json_object(stack: Any, p: Pipel
     data = json.loads(out.stdout)
     assert data["status"] == "snapshot" and data["mode"] == "tables"
     assert [t["table"] for t in data["snapshot"]["finished"]] == [f"{p.schema}.b"]
+
+
+def _short_lease(p: Pipeline) -> None:
+    """The pipeline's engine with a lease of 1 s, which the work below outlasts."""
+    from cdc.app import build_engine
+
+    p.settings = p.settings.replace(lease_ttl_s=1)
+    p.engine.close()
+    p.engine = build_engine(p.settings)
+
+
+def test_a_snapshot_longer_than_the_lease_keeps_it_and_other_runs_wait(p: Pipeline) -> None:
+    from cdc.app import build_engine
+
+    tables(p, 300)
+    _short_lease(p)
+    others: list[Any] = []
+
+    def slow(step: Any) -> None:
+        if not others:
+            time.sleep(2.5)  # the copy outlasts the lease's TTL
+            other = build_engine(p.settings)  # a second run, as a scheduled invocation would be
+            try:
+                others.append(other.run_window())
+            finally:
+                other.close()
+
+    result = p.engine.run_window(progress=slow)
+    assert [o.status for o in others] == ["lease_held"]
+    assert result.status == "snapshot" and result.snapshot is not None and result.snapshot["complete"]
+    sync(p)
+    assert_equal(p, "a", "b")
+
+
+def test_a_run_that_lost_its_lease_swaps_nothing_in(p: Pipeline) -> None:
+    tables(p, 300)
+    p.engine.run_window()
+    sync(p)
+    sql(p, "UPDATE {s}.a SET v = 'newer' WHERE id <= 10")
+    old = target(p, "a")
+    assert not [r for r in old if r["v"] == "newer"]
+    before = p.store.load()
+    _short_lease(p)
+    taken: list[Any] = []
+
+    def take_over(step: Any) -> None:
+        if not taken:
+            # as if this run had stalled past its lease and another run had taken it meanwhile
+            held = p.store.read_lease()
+            assert held is not None
+            p.store.release_lease(held)
+            taken.append(p.store.acquire_lease("another-run", ttl_s=60))
+            time.sleep(0.8)  # the keeper's renewals fail now
+
+    result = p.engine.run_window(mode="snapshot", tables=(f"{p.schema}.a",), progress=take_over)
+    assert result.status == "failed" and result.error is not None
+    assert result.error["class"] == "CheckpointConflict"
+    assert "lost its lease to another-run" in result.error["message"]
+    assert target(p, "a") == old  # the copy was not swapped in
+    assert p.store.load() == before
+    p.store.release_lease(taken[0])
