@@ -39,9 +39,11 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         return redact_value({"status": "failed", "error": {"class": "ConfigError", "message": str(exc)}})
     setup_logging(settings.log_level, settings.log_format)
     event = event or {}
-    mode = event.get("mode", "incremental")
+    # the schedule's {} runs what the engine decides (an incremental window, or the automatic
+    # re-snapshot of tables a schema change stopped); "incremental" asks for an incremental window only
+    mode = event.get("mode")
     tables = event.get("tables") or []
-    if mode not in ("incremental", "snapshot", "check") or not isinstance(tables, list):
+    if mode not in (None, "incremental", "snapshot", "check") or not isinstance(tables, list):
         message = (
             f"unsupported event {json.dumps(event)[:200]}: use {{}} (scheduled), "
             '{"mode": "snapshot"}, {"mode": "snapshot", "tables": ["schema.table", ...]} or '

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import Pipeline, assert_stopped_then_copied, copied_tables
+from helpers import Pipeline, assert_stopped_then_copied, copied_tables, load_handler, settings_env
 from test_changes import assert_equal, source, sql, sync, target
 
 from cdc.app import build_engine
@@ -161,6 +161,28 @@ def test_a_table_stopped_by_a_schema_change_is_re_snapshotted_by_the_next_run(p:
     assert sorted((r["id"], r["v"]) for r in target(p, "bad")) == [(1, 50), (2, 6), (3, 7)]
     assert_equal(p, "bad")
     assert_equal(p, "good")
+
+
+def test_the_scheduled_lambda_re_snapshots_a_table_a_schema_change_stopped(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.bad VALUES (1, '5')")
+    sync(p)
+    sql(p, "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer")
+    sql(p, "INSERT INTO {s}.bad VALUES (2, 6)")
+    p.engine.run_window()
+    checkpoint = p.store.load()
+    assert checkpoint is not None and f"{p.schema}.bad" in checkpoint.extra["stopped_tables"]
+    for name, value in settings_env(p.settings).items():
+        monkeypatch.setenv(name, value)
+    result = load_handler().handler({}, None)  # the schedule's event
+    assert (result["status"], result["mode"]) == ("snapshot", "tables"), result
+    assert result["tables"] == {f"{p.schema}.bad": {"snapshot_rows": 2}}
+    sql(p, "INSERT INTO {s}.bad VALUES (3, 7)")
+    sync(p)
+    assert sorted((r["id"], r["v"]) for r in target(p, "bad")) == [(1, 5), (2, 6), (3, 7)]
 
 
 def test_a_volatile_default_added_column_is_filled_by_a_re_snapshot(p: Pipeline) -> None:
