@@ -37,6 +37,10 @@ class SourceUnavailable(TransientError):
     """PostgreSQL could not be reached or dropped the connection."""
 
 
+class SnapshotInvalidated(TransientError):
+    """A table changed in a way an exported snapshot cannot see through: copy again at a new one."""
+
+
 class SourceError(PermanentError):
     """PostgreSQL is reachable but cannot serve the pipeline as configured."""
 

@@ -236,11 +236,11 @@ def run_full(
     )
     if slot is not None:
         drop_slot(params, slot.name)  # it cannot serve: a new one exports the snapshot
-    catalog = engine.source.catalog()
-    notes = list(catalog.refused.values())
-    tables, stopped = _mappable(list(catalog.tables.values()))
-    notes += [f"table {t} stopped: {v['reason']}" for t, v in stopped.items()]
     with create_slot_with_snapshot(params, engine.source.slot) as snap:
+        catalog = _catalog_after_the_point(engine)
+        notes = list(catalog.refused.values())
+        tables, stopped = _mappable(list(catalog.tables.values()))
+        notes += [f"table {t} stopped: {v['reason']}" for t, v in stopped.items()]
         result = _copy(engine, snap, tables, progress)
         lsn = snap.lsn
     if not result.complete:
@@ -285,6 +285,17 @@ def run_full(
         notes=tuple(notes),
         stopped_tables=tuple(sorted(stopped)),
     )
+
+
+def _catalog_after_the_point(engine: Engine) -> Catalog:
+    """The tables and columns a snapshot copies, read once its point is fixed.
+
+    Read before it, a column added and filled (or a table created and filled) in between would be
+    left out of the copy while its values are not in the stream either. Read after it, a column
+    added since then is copied with the value its rows read (its default, or NULL), and a table
+    created since then is copied empty, its rows all coming through the stream; a table rewritten
+    since then fails its copy (``cdc.snapshot.copy``), which is taken again."""
+    return engine.source.catalog()
 
 
 def _copy(
@@ -398,10 +409,10 @@ def run_tables(
         )
 
     try:
-        catalog = engine.source.catalog()
-        oids.update({f"{schema}.{name}": oid for (schema, name), oid in catalog.oids.items()})
-        tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
         with create_temporary_snapshot(params, f"cdc_snap_{settings.pipeline}") as snap:
+            catalog = _catalog_after_the_point(engine)
+            oids.update({f"{schema}.{name}": oid for (schema, name), oid in catalog.oids.items()})
+            tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
             result = _copy(engine, snap, tables, progress, finished.append)
     except CdcError as exc:
         if finished or auto:

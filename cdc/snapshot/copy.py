@@ -41,11 +41,11 @@ import pyarrow as pa
 from psycopg2 import sql as pgsql
 
 from cdc.batch import part_schema
-from cdc.errors import CdcError, SchemaError, SourceError
+from cdc.errors import CdcError, SchemaError, SnapshotInvalidated, SourceError
 from cdc.model import StagedFile, TableSchema
 from cdc.snapshot.export import SnapshotPoint
 from cdc.snapshot.parts import COPY_OPTIONS, CopyProgress, SnapshotTable, TableParts
-from cdc.source.catalog import relation_sql
+from cdc.source.catalog import pg_name, relation_sql
 from cdc.source.slot import classify_error
 from cdc.typemap import column_mapping
 
@@ -139,6 +139,7 @@ def copy_table(
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot.name,))
         cur.execute("SET LOCAL statement_timeout = 0")
+        _check_not_rewritten(cur, table, snapshot)
         try:
             cur.copy_expert(copy_sql(table), reader.file)
         except psycopg2.Error as exc:
@@ -164,6 +165,35 @@ def copy_table(
         cur.close()
         job.close()
     return job.result()
+
+
+# The table's heaps (its partitions', for a partitioned table) whose file changed since the
+# snapshot: pg_class as the snapshot sees it against the relation's file now. Heaps created after
+# the snapshot are not seen by it, and hold only rows the stream delivers.
+_REWRITTEN_SQL = """
+SELECT c.oid::regclass::text FROM pg_class c
+WHERE (c.oid = %(t)s::regclass
+       OR c.oid IN (SELECT relid FROM pg_partition_tree(%(t)s::regclass) WHERE isleaf))
+  AND c.relfilenode <> pg_relation_filenode(c.oid)
+ORDER BY 1
+"""
+
+
+def _check_not_rewritten(cur: Any, table: TableSchema, snapshot: SnapshotPoint) -> None:
+    """Lock the table against rewrites until the copy ends, then make sure none happened since the
+    snapshot: ``TRUNCATE`` and the forms of ``ALTER TABLE`` that rewrite a table (a column's type,
+    a volatile default, ...) are not MVCC-safe, so the snapshot would see the rewritten table as
+    empty, and no change of the stream brings those rows back."""
+    cur.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(relation_sql(table)))
+    cur.execute(_REWRITTEN_SQL, {"t": pg_name(table.schema, table.name)})
+    rewritten = [row[0] for row in cur.fetchall()]
+    if rewritten:
+        raise SnapshotInvalidated(
+            f"cannot copy table {table.qualified} at the snapshot point {snapshot.lsn}: "
+            f"{', '.join(rewritten)} was rewritten or truncated after it (ALTER TABLE ... TYPE, a "
+            "volatile default, TRUNCATE, VACUUM FULL or CLUSTER), and a snapshot does not see the "
+            "rows of a rewritten table; the copy is taken again at a new snapshot point"
+        )
 
 
 def _rollback(conn: Any) -> None:

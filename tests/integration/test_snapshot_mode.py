@@ -307,3 +307,48 @@ def test_a_run_that_lost_its_lease_swaps_nothing_in(p: Pipeline) -> None:
     assert target(p, "a") == old  # the copy was not swapped in
     assert p.store.load() == before
     p.store.release_lease(taken[0])
+
+
+def test_a_table_rewritten_after_the_snapshot_point_is_copied_again(p: Pipeline) -> None:
+    tables(p, 300)
+    sql(
+        p,
+        "CREATE TABLE {s}.c (id int PRIMARY KEY, n int)",
+        "INSERT INTO {s}.c SELECT g, g FROM generate_series(1, 300) g",
+    )
+    altered: list[str] = []
+
+    def rewrite_c(step: Any) -> None:
+        if not altered and step.table == f"{p.schema}.a":
+            # a migration commits after the point and before c's copy: it rewrites c
+            sql(p, "ALTER TABLE {s}.c ALTER COLUMN n TYPE bigint")
+            altered.append(step.table)
+
+    result = p.engine.run_window(progress=rewrite_c)
+    assert altered and result.status == "snapshot", result
+    assert p.engine.last_retries == 1  # c's copy saw the rewrite and the snapshot was taken again
+    assert len(target(p, "c")) == 300
+    sql(p, "UPDATE {s}.c SET n = -n WHERE id <= 5")
+    sync(p)
+    assert_equal(p, "a", "b", "c")
+
+
+def test_a_column_added_just_before_the_snapshot_point_is_copied_with_its_values(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cdc import snapshot_mode
+
+    tables(p, 300)
+    create = snapshot_mode.create_slot_with_snapshot
+
+    def migration_first(*args: Any, **kwargs: Any) -> Any:
+        # a migration that commits while the run starts: after it looked at the slot, before the point
+        sql(p, "ALTER TABLE {s}.a ADD COLUMN extra int", "UPDATE {s}.a SET extra = id * 2")
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_mode, "create_slot_with_snapshot", migration_first)
+    result = p.engine.run_window()
+    assert result.status == "snapshot", result
+    assert sorted(r["extra"] for r in target(p, "a"))[:3] == [2, 4, 6]
+    sync(p)
+    assert_equal(p, "a", "b")

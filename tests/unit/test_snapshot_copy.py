@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2.errors
 import pyarrow.parquet as pq
 import pytest
+from psycopg2 import sql as pgsql
 
 from cdc.batch import WindowWriter
 from cdc.errors import DecodeError
@@ -27,6 +28,7 @@ from cdc.snapshot import (
     snapshot_row_lsn,
 )
 from cdc.snapshot.copy import PIPE_BYTES, READ_BUFFER_BYTES, READAHEAD_BLOCKS, WRITE_BUFFER_BYTES
+from cdc.source.catalog import relation_sql
 
 TABLE = TableSchema(
     "public",
@@ -114,6 +116,9 @@ class FakeCursor:
 
     def execute(self, statement: str, args: Any = None) -> None:
         self.conn.statements.append(statement if args is None else (statement, args))
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []  # no heap of the table was rewritten since the snapshot
 
     def copy_expert(self, statement: Any, file: Any) -> None:
         self.conn.statements.append("COPY")
@@ -285,13 +290,19 @@ def test_an_empty_table_has_no_parts(tmp_path: Path) -> None:
 def test_the_copy_imports_the_snapshot_in_one_repeatable_read_transaction(tmp_path: Path) -> None:
     conn = FakeConn(ROWS)
     copy_table(conn, TABLE, POINT, tmp_path)
+    lock, (rewritten, _args) = conn.statements[3], conn.statements[4]
     assert conn.statements == [
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         ("SET TRANSACTION SNAPSHOT %s", (POINT.name,)),
         "SET LOCAL statement_timeout = 0",
+        lock,
+        (rewritten, {"t": '"public"."Odd tbl"'}),
         "COPY",
         "COMMIT",
     ]
+    assert lock == pgsql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(relation_sql(TABLE))
+    assert "ONLY" in str(lock)
+    assert "c.relfilenode <> pg_relation_filenode(c.oid)" in rewritten
 
 
 def many_rows(count: int, width: int = 100) -> Iterator[bytes]:
