@@ -3,12 +3,14 @@
 ``Alerts.after_window(result)`` is called by the caller of ``Engine.run_window`` (the Lambda
 handler, the CLI) with the window's result. It
 
-* sends ONE message to the dead-letter queue (SQS) for a ``failed`` window: pipeline, window id,
+* sends ONE message to the dead-letter queue (SQS) for a ``failed`` window, and for a
+  ``snapshot_incomplete`` one (a snapshot that did not fit the invocation: every run would start
+  it over, so it needs an operator like a failure does): pipeline, window id,
   start/end LSN, error class, kind and message. Every text goes through ``cdc.logs.redact`` and
   the error message is cut to ``MAX_MESSAGE_CHARS``; no secret is ever put in the body on purpose.
 * publishes the window's metrics in namespace ``namespace`` with dimension ``Pipeline``:
-  ``Windows`` (Count, dimension ``Status`` too), ``WindowFailures`` (Count, 1 for a failed window,
-  else 0: the CloudWatch alarm watches its Sum, the alarm's action is the SNS topic),
+  ``Windows`` (Count, dimension ``Status`` too), ``WindowFailures`` (Count, 1 for a failed window
+  or an unfinished snapshot, else 0: the CloudWatch alarm watches its Sum, the alarm's action is the SNS topic),
   ``WindowDuration`` (Seconds), ``BytesStaged`` (Bytes), ``Retries`` (Count),
   ``SlotLagBytes`` (Bytes, when known), ``SlotRetainedBytes`` and ``SlotSafeWalBytes`` (Bytes,
   from ``pg_replication_slots``), ``SlotAtRisk`` (1 when the slot nears invalidation by
@@ -97,6 +99,8 @@ def startup_failure(pipeline: str, exc: CdcError, started: float | None = None) 
 def dlq_message(result: WindowResult, checkpoint_lsn: str | None = None) -> dict[str, Any]:
     """The dead-letter body of a failed window (every text redacted)."""
     error = result.error or {}
+    if result.status == "snapshot_incomplete":
+        error = {"class": "SnapshotIncomplete", "kind": "permanent", "message": " ".join(result.notes)}
     message = redact(str(error.get("message", "")))
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS] + " ... (cut)"
@@ -110,11 +114,20 @@ def dlq_message(result: WindowResult, checkpoint_lsn: str | None = None) -> dict
         "kind": error.get("kind", "permanent"),
         "message": message,
         "duration_s": round(result.duration_s, 3),
-        "what_to_do": (
+        "what_to_do": _SNAPSHOT_TODO
+        if result.status == "snapshot_incomplete"
+        else (
             "the checkpoint did not move: fix the cause named in `message`, then run "
             "`cdc sync --config FILE` (or wait for the schedule); `cdc status` shows the lag"
         ),
     }
+
+
+_SNAPSHOT_TODO = (
+    "the snapshot did not fit the invocation's time and every run would start it over: run "
+    "`cdc snapshot --config FILE` (no time limit outside Lambda) from a longer-running task, or "
+    "raise the Lambda timeout; the tables it names as finished are in place"
+)
 
 
 def window_metrics(
@@ -128,7 +141,7 @@ def window_metrics(
     base = [{"Name": "Pipeline", "Value": result.pipeline}]
     if slot_lag_bytes is None and result.slot is not None:
         slot_lag_bytes = result.slot.lag_bytes
-    failed = result.status == "failed"
+    failed = result.status in ("failed", "snapshot_incomplete")  # neither moved the pipeline on
     data: list[Datum] = [
         {
             "MetricName": "Windows",
@@ -236,7 +249,7 @@ class Alerts:
     ) -> None:
         """Dead-letter a failed window, then publish the metrics. Never raises for SQS/CloudWatch."""
         wlog = WindowLog(log, {"pipeline": result.pipeline, "window_id": result.window_id})
-        if result.status == "failed":
+        if result.status in ("failed", "snapshot_incomplete"):
             self._dead_letter(result, checkpoint_lsn, wlog)
         risk = (
             result.slot.risk(self.slot_warn_safe_wal_bytes, self.slot_warn_retained_bytes)

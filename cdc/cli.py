@@ -65,11 +65,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
             result = engine.run_window()
             report_window(engine, alerts, result)
             _emit(args, result.as_dict(), _describe(result.as_dict()))
-            if not args.until_caught_up or result.status in ("failed", "lease_held") or result.caught_up:
+            if not args.until_caught_up or result.status in _UNFINISHED or result.caught_up:
                 break
     finally:
         engine.close()
-    return 1 if result.status == "failed" else 0
+    return 1 if result.status in ("failed", "snapshot_incomplete") else 0
+
+
+# results after which another window would not get further: it would fail again, find the lease
+# still held, or start the same unfinished snapshot over
+_UNFINISHED = ("failed", "lease_held", "snapshot_incomplete")
 
 
 def _follow(args: argparse.Namespace, engine: Any, alerts: Any, report_window: Any) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tempfile
 import time
 import uuid
@@ -134,6 +135,15 @@ class Engine:
             reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
             budget = min(budget, self._time_left() - reserved)
         return max(budget, 0.0)
+
+    def snapshot_budget_s(self) -> float:
+        """Seconds a snapshot may take: in Lambda, the invocation's remaining time minus the same
+        margins as a window's; elsewhere no limit (``window_max_seconds`` bounds a window's reading,
+        not a copy: ``cdc snapshot`` copies tables too large for an invocation)."""
+        if self._time_left is None:
+            return math.inf
+        reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
+        return max(self._time_left() - reserved, 0.0)
 
     def _check_reserve(self) -> None:
         """An invocation shorter than the time kept free could never read a change: say so once,

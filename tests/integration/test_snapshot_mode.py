@@ -352,3 +352,24 @@ def test_a_column_added_just_before_the_snapshot_point_is_copied_with_its_values
     assert sorted(r["extra"] for r in target(p, "a"))[:3] == [2, 4, 6]
     sync(p)
     assert_equal(p, "a", "b")
+
+
+def test_a_snapshot_outside_lambda_is_not_bounded_by_the_windows_reading_time(p: Pipeline) -> None:
+    from cdc.app import build_engine
+
+    tables(p, 300)
+    p.settings = p.settings.replace(window_max_seconds=1)
+    p.engine.close()
+    p.engine = build_engine(p.settings)
+    slowed: list[str] = []
+
+    def slow(step: Any) -> None:
+        if not slowed:
+            slowed.append(step.table)
+            time.sleep(1.5)  # the copy outlasts window_max_seconds
+
+    result = p.engine.run_window(progress=slow)
+    assert slowed and result.status == "snapshot" and result.snapshot is not None, result
+    assert result.snapshot["complete"]
+    sync(p)
+    assert_equal(p, "a", "b")

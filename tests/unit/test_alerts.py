@@ -201,3 +201,35 @@ def test_a_slot_at_risk_logs_a_warning_that_says_what_to_do(caplog: pytest.LogCa
     assert "only 1,024 bytes" in warning and "max_slot_wal_keep_size" in warning
     emitted = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["SlotAtRisk"] for e in emitted if "SlotAtRisk" in e] == [1]
+
+
+def test_a_snapshot_that_did_not_fit_the_invocation_is_dead_lettered_with_what_to_do() -> None:
+    unfinished = WindowResult(
+        "shop",
+        "w3",
+        "snapshot_incomplete",
+        mode="snapshot",
+        notes=(
+            "snapshot stopped by its time budget: 1 of 3 tables swapped in (10 rows); not finished: s.b, s.c.",
+        ),
+    )
+    body = dlq_message(unfinished)
+    assert (body["status"], body["error_class"], body["kind"]) == (
+        "snapshot_incomplete",
+        "SnapshotIncomplete",
+        "permanent",
+    )
+    assert body["message"].startswith("snapshot stopped by its time budget") and "s.b, s.c" in body["message"]
+    assert "run `cdc snapshot --config FILE` (no time limit outside Lambda)" in body["what_to_do"]
+    failures = [d for d in window_metrics(unfinished) if d["MetricName"] == "WindowFailures"]
+    assert [d["Value"] for d in failures] == [1]
+    sqs, cw = client("sqs"), client("cloudwatch")
+    with Stubber(sqs) as sqs_stub, Stubber(cw) as cw_stub:
+        sqs_stub.add_response(
+            "send_message",
+            {"MessageId": "m1", "MD5OfMessageBody": "x"},
+            {"QueueUrl": DLQ, "MessageBody": ANY, "MessageAttributes": ANY},
+        )
+        cw_stub.add_response("put_metric_data", {}, {"Namespace": "CDC", "MetricData": ANY})
+        Alerts(sqs, DLQ, cw, "CDC", "shop").after_window(unfinished)
+        sqs_stub.assert_no_pending_responses()
