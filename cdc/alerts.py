@@ -10,7 +10,8 @@ handler, the CLI) with the window's result. It
   the error message is cut to ``MAX_MESSAGE_CHARS``; no secret is ever put in the body on purpose.
 * publishes the window's metrics in namespace ``namespace`` with dimension ``Pipeline``:
   ``Windows`` (Count, dimension ``Status`` too), ``WindowFailures`` (Count, 1 for a failed window
-  or an unfinished snapshot, else 0: the CloudWatch alarm watches its Sum, the alarm's action is the SNS topic),
+  or an unfinished snapshot, else 0: the CloudWatch alarm watches its Sum, the alarm's action is
+  the SNS topic),
   ``WindowDuration`` (Seconds), ``BytesStaged`` (Bytes), ``Retries`` (Count),
   ``SlotLagBytes`` (Bytes, when known), ``SlotRetainedBytes`` and ``SlotSafeWalBytes`` (Bytes,
   from ``pg_replication_slots``), ``SlotAtRisk`` (1 when the slot nears invalidation by
