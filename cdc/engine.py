@@ -292,6 +292,7 @@ class Engine:
             max_changes=self.settings.window_max_changes,
             part_max_rows=self.settings.part_max_rows,
             hard_deadline=self._time_left is not None,
+            whole_budget=self.last_retries == 0,
         )
         pipeline = self.settings.pipeline
         with tempfile.TemporaryDirectory(prefix="cdc-window-") as spool:

@@ -59,6 +59,9 @@ class ReadBounds:
     # the deadline is the invocation's (Lambda): a transaction that alone outlasts it can never be
     # applied by this kind of run, so it fails the window rather than time out again and again
     hard_deadline: bool = False
+    # the read has the invocation's whole budget (its first attempt): only then does a transaction
+    # that outlasts it prove too large; a retry late in an invocation leaves it to the next one
+    whole_budget: bool = True
 
 
 class WindowReader:
@@ -196,8 +199,10 @@ class WindowReader:
     def _out_of_time(read: WindowRead, bounds: ReadBounds, txn: Begin, in_txn_changes: int) -> bool:
         """True when the window ends at its last commit because its time is up (the open
         transaction's rows wait in the parts past max_lsn: the MERGE leaves them out and the next
-        window reads it); a transaction that alone outlasts an invocation's budget raises."""
-        if read.transactions:
+        window reads it); a transaction that alone outlasts an invocation's whole budget raises. A
+        retry late in an invocation (``whole_budget`` false) ends without it: the next invocation
+        reads it with its whole budget."""
+        if read.transactions or (bounds.hard_deadline and not bounds.whole_budget):
             read.stop_reason = "time_budget"
             return True
         if bounds.hard_deadline:

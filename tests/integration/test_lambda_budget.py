@@ -14,7 +14,9 @@ from helpers import Pipeline, load_handler, settings_env
 
 from cdc.app import build_engine
 from cdc.demo import compare_table
+from cdc.errors import TransactionTooLarge
 from cdc.model import Lsn
+from cdc.reader import ReadBounds, WindowReader
 from cdc.snowflake import sql as sfsql
 
 pytestmark = pytest.mark.usefixtures("restore_logging")  # the handler configures logging
@@ -247,3 +249,38 @@ def test_a_run_without_an_invocation_deadline_waits_for_a_transaction_still_bein
         time.monotonic() - started
     )
     assert target_ids(p, "u") == list(range(1, rows + 1))
+
+
+def test_a_retry_late_in_an_invocation_leaves_a_large_transaction_to_the_next_one(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The first attempt of an invocation reads with the invocation's whole budget, and a transaction
+    that outlasts it is too large for any invocation. A retry of the window (after a transient
+    error) reads with whatever time is left: running out inside a transaction proves nothing then."""
+    invoke(p, monkeypatch, RunningDownContext(900))
+    checkpoint = p.store.load()
+    assert checkpoint is not None
+    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.t SELECT i, 0, {values} FROM generate_series(0, 29999) i")
+    p.conn.commit()
+    source = p.engine.source
+
+    def read(whole_budget: bool) -> Any:
+        reader = WindowReader(source, source.catalog(), lambda table: {})
+        bounds = ReadBounds(
+            until=source.current_wal_lsn(),
+            deadline=time.monotonic() + 0.2,  # ends inside the transaction (as in the test above)
+            max_changes=10**9,
+            part_max_rows=1000,
+            hard_deadline=True,
+            whole_budget=whole_budget,
+        )
+        return reader.read(checkpoint.lsn, tmp_path / str(whole_budget), bounds)
+
+    retried = read(whole_budget=False)
+    assert (retried.stop_reason, retried.transactions, retried.staged) == ("time_budget", 0, [])
+    assert retried.end == checkpoint.lsn
+    assert list((tmp_path / "False").rglob("*.parquet")), "the read ended before the transaction began"
+    with pytest.raises(TransactionTooLarge, match="more changes than this invocation can read"):
+        read(whole_budget=True)
