@@ -86,3 +86,20 @@ def test_pause_rules() -> None:
 def test_a_negative_idle_wait_is_refused() -> None:
     with pytest.raises(ValueError, match="idle wait must be 0 seconds or more, got -1"):
         follow(lambda: result("empty"), lambda r: None, threading.Event(), -1)
+
+
+def test_failures_and_a_held_lease_in_a_row_are_waited_out_longer_and_longer() -> None:
+    held = result("lease_held", caught_up=False, stop_reason="")
+    transient = result("failed", caught_up=False, stop_reason="", kind="transient")
+    windows = [held, held, transient, held] + [held] * 6 + [result("applied"), held, result("applied")]
+    last, seen, waits = run(windows, stop_after=len(windows), idle=0.0)
+    # 1, 2, 4, ... s while nothing moves (the idle wait of 0 s would poll at full speed), at most
+    # a minute; a window that moves starts the count again
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0, 1.0]
+    assert pause_after(held, 90.0, setbacks=1) == 90.0  # never shorter than the idle wait
+
+
+def test_an_unfinished_snapshot_ends_following() -> None:
+    windows = [result("snapshot_incomplete", caught_up=False, stop_reason=""), result("applied")]
+    last, seen, waits = run(windows)
+    assert (seen, waits, last.status) == (["snapshot_incomplete"], [], "snapshot_incomplete")
