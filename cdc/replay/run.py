@@ -10,6 +10,7 @@ the checkpoint.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 from cdc.checkpoint import CheckpointStore
 from cdc.errors import CdcError, PermanentError
+from cdc.lease import LeaseKeeper
 from cdc.model import Lsn
 from cdc.progress import WorkProgress
 from cdc.replay.plan import (
@@ -201,21 +203,27 @@ def latest_snapshot_with(stage: Stage, pipeline: str, table: str) -> tuple[str, 
 
 @dataclass
 class Lease:
-    """Holds the pipeline lease for the duration of a replay (renewed before each window)."""
+    """Holds the pipeline lease for the duration of a replay, rebuild or prune, kept alive by a
+    ``LeaseKeeper``; ``renew`` is the fence before each window (it raises once the lease is lost)."""
 
     store: CheckpointStore
     ttl_s: int
     owner: str = field(default_factory=lambda: f"cdc-replay-{uuid.uuid4().hex[:12]}")
     lease: Any = None
+    keeper: LeaseKeeper | None = None
 
     def __enter__(self) -> Lease:
         self.lease = self.store.acquire_lease(self.owner, self.ttl_s)  # LeaseHeld when live elsewhere
+        self.keeper = LeaseKeeper(self.store, self.lease, self.ttl_s).__enter__()
         return self
 
     def renew(self) -> None:
-        self.lease = self.store.acquire_lease(self.owner, self.ttl_s)
+        assert self.keeper is not None
+        self.keeper.check()
 
     def __exit__(self, *exc: object) -> None:
+        if self.keeper is not None:
+            self.keeper.__exit__(None, None, None)
         try:
             self.store.release_lease(self.lease)
         except CdcError as error:  # it expires on its own
@@ -235,8 +243,51 @@ def replay(
     allow_gaps: bool,
     progress: WorkProgress,
 ) -> dict[str, Any]:
-    plan = plan_windows(stage, settings.pipeline, start, end, tables, allow_gaps=allow_gaps)
+    """Apply the staged windows from ``start`` (to ``end``, or on to the checkpoint). A real replay
+    takes the lease before it chooses the windows, so no window runs, and no prune deletes, between
+    the choice and the apply."""
+    run = functools.partial(
+        _replay, settings, stage, store, start=start, end=end, tables=tables, allow_gaps=allow_gaps,
+        progress=progress,
+    )  # fmt: skip
+    if dry_run:
+        return run(None)
+    with Lease(store, settings.lease_ttl_s) as lease:
+
+        def apply(plan: Plan) -> list[dict[str, Any]]:
+            return apply_windows(sink_factory(), plan, progress, lease.renew)
+
+        return run(apply)
+
+
+def _replay(
+    settings: Settings,
+    stage: Stage,
+    store: CheckpointStore,
+    apply: Callable[[Plan], list[dict[str, Any]]] | None,
+    *,
+    start: Lsn,
+    end: Lsn | None,
+    tables: set[str] | None,
+    allow_gaps: bool,
+    progress: WorkProgress,
+) -> dict[str, Any]:
+    """``replay`` once the lease is held (``apply`` given) or for a dry run (``apply`` None)."""
+    dry_run = apply is None
+    # anchored: a first window that starts after ``start`` leaves changes out (pruned, or lost)
+    plan = plan_windows(stage, settings.pipeline, start, end, tables, allow_gaps=allow_gaps, anchored=True)
     checkpoint = store.load()
+    reached = plan.windows[-1].window.end if plan.windows else start
+    if end is None and checkpoint is not None and reached < checkpoint.lsn and not allow_gaps:
+        raise ReplayRefused(
+            "replay",
+            [
+                f"gap: the staged windows end at {reached}, before the checkpoint {checkpoint.lsn}: the "
+                "windows after it were lost or pruned, or a full snapshot moved the checkpoint there; "
+                "replaying only the earlier ones would bring back rows that later changes deleted. "
+                "Check the stage (or re-run with --allow-gaps if nothing is missing)"
+            ],
+        )
     if end is not None and checkpoint is not None and end < checkpoint.lsn:
         plan.notes.append(
             f"replaying to {end}, below the checkpoint {checkpoint.lsn}: the target holds changes up to "
@@ -266,10 +317,8 @@ def replay(
                 f"{tables_text}"
             )
         return {**result, "status": "dry_run", "windows": [pw.as_dict() for pw in plan.windows]}
-    with Lease(store, settings.lease_ttl_s) as lease:
-        sink = sink_factory()
-        windows = apply_windows(sink, plan, progress, lease.renew)
-    return {**result, "status": "replayed", "windows": windows}
+    assert apply is not None
+    return {**result, "status": "replayed", "windows": apply(plan)}
 
 
 def rebuild(
@@ -283,9 +332,49 @@ def rebuild(
     allow_gaps: bool,
     progress: WorkProgress,
 ) -> dict[str, Any]:
-    """Load each table from its latest staged snapshot, then re-apply every later staged window."""
+    """Load each table from its latest staged snapshot, then re-apply every later staged window
+    (under the lease, taken before the snapshots and windows are chosen)."""
     from cdc.snapshot.load import SnapshotLoader  # imports Snowflake: only when rebuilding
 
+    out: dict[str, Any] = {
+        "pipeline": settings.pipeline,
+        "mode": "rebuild",
+        "dry_run": dry_run,
+        "tables": [],
+    }
+    if dry_run:
+        for table, _prefix, manifest, entries, plan in _prepare_rebuild(settings, stage, tables, allow_gaps):
+            progress.note(
+                f"{table}: snapshot {manifest['snapshot_id']} at {manifest['lsn']} "
+                f"({entries[0]['rows']} rows), "
+                f"then {len(plan.windows)} windows"
+            )
+            out["tables"].append(
+                _rebuild_dict(table, manifest, entries, [pw.as_dict() for pw in plan.windows])
+            )
+        return {**out, "status": "dry_run"}
+    with Lease(store, settings.lease_ttl_s) as lease:
+        prepared = _prepare_rebuild(settings, stage, tables, allow_gaps)
+        sink = sink_factory()
+        loader = SnapshotLoader.from_settings(sink.connection, settings, settings.snowflake_swap_strategy)
+        for table, prefix, manifest, entries, plan in prepared:
+            lease.renew()
+            staged = next(s for s in staged_tables(manifest) if s.table.qualified == table)
+            loaded = loader.load(staged, f"{prefix}/{staged.stage_dir}", token=uuid.uuid4().hex[:10].upper())
+            progress.note(
+                f"{table}: loaded snapshot {manifest['snapshot_id']} ({loaded.rows} rows) "
+                f"into {loaded.target}"
+            )
+            windows = apply_windows(sink, plan, progress, lease.renew)
+            out["tables"].append(_rebuild_dict(table, manifest, entries, windows))
+    return {**out, "status": "rebuilt"}
+
+
+def _prepare_rebuild(
+    settings: Settings, stage: Stage, tables: list[str], allow_gaps: bool
+) -> list[tuple[str, str, dict[str, Any], list[dict[str, Any]], Plan]]:
+    """Per table: its latest snapshot (prefix, manifest, entries) and the windows to apply after
+    it; ``ReplayRefused`` naming every problem of every table."""
     prepared = []
     problems: list[str] = []
     for table in tables:
@@ -312,36 +401,7 @@ def rebuild(
         prepared.append((table, prefix, manifest, entries, plan))
     if problems:
         raise ReplayRefused("rebuild", problems)
-    out: dict[str, Any] = {
-        "pipeline": settings.pipeline,
-        "mode": "rebuild",
-        "dry_run": dry_run,
-        "tables": [],
-    }
-    if dry_run:
-        for table, _prefix, manifest, entries, plan in prepared:
-            progress.note(
-                f"{table}: snapshot {manifest['snapshot_id']} at {manifest['lsn']} "
-                f"({entries[0]['rows']} rows), "
-                f"then {len(plan.windows)} windows"
-            )
-            out["tables"].append(
-                _rebuild_dict(table, manifest, entries, [pw.as_dict() for pw in plan.windows])
-            )
-        return {**out, "status": "dry_run"}
-    with Lease(store, settings.lease_ttl_s) as lease:
-        sink = sink_factory()
-        loader = SnapshotLoader.from_settings(sink.connection, settings, settings.snowflake_swap_strategy)
-        for table, prefix, manifest, entries, plan in prepared:
-            staged = next(s for s in staged_tables(manifest) if s.table.qualified == table)
-            loaded = loader.load(staged, f"{prefix}/{staged.stage_dir}", token=uuid.uuid4().hex[:10].upper())
-            progress.note(
-                f"{table}: loaded snapshot {manifest['snapshot_id']} ({loaded.rows} rows) "
-                f"into {loaded.target}"
-            )
-            windows = apply_windows(sink, plan, progress, lease.renew)
-            out["tables"].append(_rebuild_dict(table, manifest, entries, windows))
-    return {**out, "status": "rebuilt"}
+    return prepared
 
 
 def _rebuild_dict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,35 @@ def test_missing_manifest_and_damaged_part_stop_replay_before_applying(p: Pipeli
     assert dirs[1].name in text and "manifest.json is missing" in text
     assert part.name in text and dirs[2].name in text and "damaged" in text
     assert rows(p, "items")["items"] == []  # nothing applied
+
+
+def test_replay_refuses_windows_that_do_not_reach_the_range_or_the_checkpoint(
+    p: Pipeline, capsys: Any
+) -> None:
+    applied = workload(p)
+    before = rows(p, "items", "other")
+    dirs = sorted(d for d in stage_dir(p).iterdir() if d.is_dir())
+    # the first window was pruned: a replay from its start would leave its changes out
+    shutil.rmtree(dirs[0])
+    code, result, _ = run(p, capsys, "replay", "--from-lsn", applied[0]["start_lsn"])
+    assert code == 1 and result["status"] == "refused", result
+    assert (
+        f"gap: no staged window covers {applied[0]['start_lsn']} -> {applied[1]['start_lsn']}"
+        in "\n".join(result["problems"])
+    )
+    # the last window is gone: replaying the others would end short of the checkpoint
+    shutil.rmtree(dirs[-1])
+    code, result, _ = run(p, capsys, "replay", "--from-lsn", applied[1]["start_lsn"])
+    assert code == 1 and result["status"] == "refused", result
+    checkpoint = p.store.load()
+    assert checkpoint is not None
+    assert (
+        f"gap: the staged windows end at {applied[-1]['start_lsn']}, before the checkpoint {checkpoint.lsn}"
+        in "\n".join(result["problems"])
+    )
+    assert rows(p, "items", "other") == before  # nothing applied
+    code, result, _ = run(p, capsys, "replay", "--from-lsn", applied[1]["start_lsn"], "--allow-gaps")
+    assert code == 0 and result["status"] == "replayed"
 
 
 def test_rebuild_of_a_dropped_target_table(p: Pipeline, capsys: Any) -> None:
