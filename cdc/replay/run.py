@@ -123,7 +123,9 @@ def plan_windows(
     return plan
 
 
-def _apply_window(sink: Any, pw: PlannedWindow) -> dict[str, Any]:
+def _apply_window(sink: Any, pw: PlannedWindow, floors: dict[str, int]) -> dict[str, Any]:
+    """Apply one window's tables; a table in ``floors`` only with its changes committed at or after
+    its floor (the LSN of the copy the target holds: its older changes are in that copy)."""
     applied: dict[str, Any] = {}
     last = pw.manifest.get("last_commit_lsn")
     if last is None:
@@ -139,6 +141,7 @@ def _apply_window(sink: Any, pw: PlannedWindow) -> dict[str, Any]:
             window_id=f"replay-{pw.manifest.get('window_id') or uuid.uuid4().hex[:16]}",
             max_lsn=int(last),
             truncate=staged.truncate,
+            min_lsn=floors.get(staged.table.qualified),
         )
         applied[staged.table.qualified] = {
             "loaded": result.loaded_rows,
@@ -154,16 +157,20 @@ def staged_rows(pw: PlannedWindow) -> int:
 
 
 def apply_windows(
-    sink: Any, plan: Plan, progress: WorkProgress, renew: Callable[[], None] | None = None
+    sink: Any,
+    plan: Plan,
+    progress: WorkProgress,
+    renew: Callable[[], None] | None = None,
+    floors: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply the planned windows in LSN order, reporting each to ``progress`` (windows, rows,
-    rate and time left by the staged row counts)."""
+    rate and time left by the staged row counts); ``floors``: see ``_apply_window``."""
     done = []
     progress.start(len(plan.windows), sum(staged_rows(pw) for pw in plan.windows))
     for pw in plan.windows:
         if renew is not None:
             renew()
-        applied = _apply_window(sink, pw)
+        applied = _apply_window(sink, pw, floors or {})
         rows = sum(v["loaded"] for v in applied.values())
         progress.advance(
             staged_rows(pw),
@@ -255,7 +262,12 @@ def replay(
     with Lease(store, settings.lease_ttl_s) as lease:
 
         def apply(plan: Plan) -> list[dict[str, Any]]:
-            return apply_windows(sink_factory(), plan, progress, lease.renew)
+            # a table re-snapshotted at S holds its changes before S in that copy; later windows
+            # skipped them, so replaying them would bring back rows they deleted
+            checkpoint = store.load()
+            raw = (checkpoint.extra.get("snapshot_lsns") or {}) if checkpoint else {}
+            floors = {table: Lsn.parse(text).value for table, text in raw.items()}
+            return apply_windows(sink_factory(), plan, progress, lease.renew, floors)
 
         return run(apply)
 
@@ -365,7 +377,8 @@ def rebuild(
                 f"{table}: loaded snapshot {manifest['snapshot_id']} ({loaded.rows} rows) "
                 f"into {loaded.target}"
             )
-            windows = apply_windows(sink, plan, progress, lease.renew)
+            floor = {table: Lsn(int(manifest["lsn_int"])).value}  # the copy just loaded holds the rest
+            windows = apply_windows(sink, plan, progress, lease.renew, floor)
             out["tables"].append(_rebuild_dict(table, manifest, entries, windows))
     return {**out, "status": "rebuilt"}
 

@@ -321,8 +321,10 @@ class SnowflakeSink:
         window_id: str,
         max_lsn: int,
         truncate: tuple[int, int] | None,
+        min_lsn: int | None = None,
     ) -> ApplyResult:
-        """COPY the table's parts under ``rel_path`` into a fresh load table and MERGE it.
+        """COPY the table's parts under ``rel_path`` into a fresh load table and MERGE it
+        (``min_lsn``: see ``sql.merge_sql``).
 
         The truncate (``(lsn, seq)``) and the changes are applied by one MERGE statement, so the
         target moves atomically; the load table is dropped whatever happens.
@@ -348,6 +350,7 @@ class SnowflakeSink:
                 truncate=truncate,
                 soft_delete=self.soft_delete,
                 omitted=omitted,
+                min_lsn=min_lsn,
             )
             failpoints.hit_soon("during_merge", 0.02)
             counts = _merge_counts(self._run(merge, "merge", name))

@@ -232,6 +232,7 @@ def merge_sql(
     truncate: tuple[int, int] | None = None,
     soft_delete: bool = False,
     omitted: frozenset[int] | None = None,
+    min_lsn: int | None = None,
 ) -> str:
     """The MERGE of one window's load table into the target (see the module docstring).
 
@@ -239,7 +240,8 @@ def merge_sql(
     same key clears it. ``omitted``, the attnums that some update of the window left out
     (``omitted_attnums``), limits the fill to those columns: a window whose updates sent every
     column merges its latest change per key without joining the target again (None: every
-    column an update may leave out is filled)."""
+    column an update may leave out is filled). ``min_lsn``: changes (and a truncate) committed
+    before it are left out (a replay onto a table re-snapshotted at that LSN, whose copy holds them)."""
     cols = target_columns(table)
     key_cols = table.key_columns
     # columns an update may leave out: TOASTable ones, and ones added with a default after some
@@ -253,6 +255,10 @@ def merge_sql(
     ]
 
     where = f'x."_CDC_LSN" <= {_number(max_lsn, "max_lsn")}'
+    if min_lsn is not None:
+        where += f' AND x."_CDC_LSN" >= {_number(min_lsn, "min_lsn")}'
+        if truncate is not None and truncate[0] < min_lsn:
+            truncate = None
     if truncate is not None:
         trunc_lsn, trunc_seq = _number(truncate[0], "truncate LSN"), _number(truncate[1], "truncate seq")
         where += f' AND x."_CDC_SEQ" > {trunc_seq}'

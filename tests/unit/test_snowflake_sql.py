@@ -351,6 +351,22 @@ def test_merge_without_truncate_has_no_truncate_parts() -> None:
     assert 'cur."ID" = l."C2"\n' in merge  # the target join has no truncate bound
 
 
+def test_a_merge_with_a_floor_leaves_out_older_changes_and_an_older_truncate() -> None:
+    target = '"CDC_DEMO"."PUBLIC"."ORDERS"'
+    plain = sql.merge_sql(target, LOAD, ORDERS, max_lsn=22283264, truncate=(22216704, 7))
+    floored = sql.merge_sql(target, LOAD, ORDERS, max_lsn=22283264, truncate=(22216704, 7), min_lsn=22216705)
+    # the truncate came before the floor: the merge is the one without it, plus the floor
+    unfloored = sql.merge_sql(target, LOAD, ORDERS, max_lsn=22283264)
+    assert floored == unfloored.replace(
+        'x."_CDC_LSN" <= 22283264', 'x."_CDC_LSN" <= 22283264 AND x."_CDC_LSN" >= 22216705'
+    )
+    assert floored != unfloored and floored != plain
+    kept = sql.merge_sql(target, LOAD, ORDERS, max_lsn=22283264, truncate=(22216704, 7), min_lsn=22216704)
+    assert kept == plain.replace(
+        'x."_CDC_LSN" <= 22283264', 'x."_CDC_LSN" <= 22283264 AND x."_CDC_LSN" >= 22216704'
+    )
+
+
 def test_merge_sends_a_non_toastable_column_as_is() -> None:
     merge = sql.merge_sql('"T"', LOAD, ORDERS, max_lsn=1)
     assert '    l."C5" AS "AMT",\n' in merge
