@@ -171,6 +171,31 @@ def run_snapshot(
     )
     conn: Any = None
     stopped: Literal["complete", "deadline"] = "complete"
+
+    def publish_manifest() -> tuple[str, ...]:
+        """The manifest of the tables swapped in so far (the others listed as unfinished): rebuild
+        finds each table's latest copy by it, and prune keeps what it holds."""
+        done_names = {t.table for t in finished}
+        unfinished = tuple(t.qualified for t in tables if t.qualified not in done_names)
+        manifest = build_manifest(
+            pipeline,
+            sid,
+            point.lsn,
+            point.lsn,
+            [s.staged for s in staged],
+            {
+                "kind": "snapshot",
+                "snapshot_id": sid,
+                "lsn": str(point.lsn),
+                "lsn_int": point.lsn.value,
+                "row_lsn": snapshot_row_lsn(point.lsn),
+                "taken_at": point.taken_at.isoformat(),
+                "unfinished": list(unfinished),
+            },
+        )
+        write_manifest(stage, prefix, manifest)
+        return unfinished
+
     try:
         with tempfile.TemporaryDirectory(prefix="cdc-snapshot-", dir=spool_dir) as tmp:
             spool = Path(tmp)
@@ -230,28 +255,16 @@ def run_snapshot(
                 _emit(progress, "done", copied, index, len(tables))
                 if on_table is not None:
                     on_table(done)
-        done_names = {t.table for t in finished}
-        unfinished = tuple(t.qualified for t in tables if t.qualified not in done_names)
-        manifest = build_manifest(
-            pipeline,
-            sid,
-            point.lsn,
-            point.lsn,
-            [s.staged for s in staged],
-            {
-                "kind": "snapshot",
-                "snapshot_id": sid,
-                "lsn": str(point.lsn),
-                "lsn_int": point.lsn.value,
-                "row_lsn": snapshot_row_lsn(point.lsn),
-                "taken_at": point.taken_at.isoformat(),
-                "unfinished": list(unfinished),
-            },
-        )
-        write_manifest(stage, prefix, manifest)
+        unfinished = publish_manifest()
     except BaseException as exc:
         if finished:
             exc.add_note(f"tables swapped in before the failure: {', '.join(t.table for t in finished)}")
+            try:  # the tables swapped in are the targets' copies now: stage what they hold
+                publish_manifest()
+            except Exception as failed:  # noqa: BLE001 - the first failure is the one raised
+                log.warning(
+                    "could not write the manifest of the tables swapped in", extra={"error": str(failed)}
+                )
         log.error(
             "snapshot failed: %s",
             exc,

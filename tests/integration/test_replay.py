@@ -202,6 +202,31 @@ def test_rebuild_of_a_dropped_target_table(p: Pipeline, capsys: Any) -> None:
     assert_equal(p, "items", "other")
 
 
+def test_rebuild_uses_a_table_copied_by_a_snapshot_that_failed_on_another_table(
+    p: Pipeline, capsys: Any
+) -> None:
+    workload(p)
+    with p.conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {p.schema}.items WHERE id <= 5")  # only the copy below holds this
+        cur.execute(f"CREATE TABLE {p.schema}.z_bad (id int PRIMARY KEY, n numeric(5,2))")
+        cur.execute(f"INSERT INTO {p.schema}.z_bad VALUES (1, 'NaN')")  # cannot be staged
+    p.conn.commit()
+    tables = (f"{p.schema}.items", f"{p.schema}.z_bad")
+    result = p.engine.run_window(mode="snapshot", tables=tables)
+    assert result.status == "failed" and "z_bad" in result.error["message"]  # type: ignore[index]
+    with p.conn.cursor() as cur:
+        cur.execute(f"UPDATE {p.schema}.z_bad SET n = 1.5")
+    p.conn.commit()
+    assert p.engine.run_window(mode="snapshot", tables=tables[1:]).status == "snapshot"
+    replicate_until_caught_up(p.engine)
+    assert_equal(p, "items")
+    target_sql(p, "DROP TABLE {t}", "items")
+    code, rebuilt, _ = run(p, capsys, "replay", "--rebuild", "--tables", f"{p.schema}.items")
+    assert code == 0, rebuilt
+    assert rebuilt["tables"][0]["snapshot_lsn"] == p.store.load().extra["snapshot_lsns"][f"{p.schema}.items"]  # type: ignore[union-attr]
+    assert_equal(p, "items")
+
+
 def test_replay_refuses_while_the_lease_is_held(p: Pipeline, capsys: Any) -> None:
     applied = workload(p)
     lease = p.store.acquire_lease("someone-else", 60)
