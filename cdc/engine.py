@@ -190,11 +190,9 @@ class Engine:
                         wlog.warning("retrying window after a transient error", extra={"attempt": n})
                     if lease is None:  # DynamoDB unreachable or throttled is retried like the rest
                         lease = self.store.acquire_lease(self.owner, self.settings.lease_ttl_s)
-                    with LeaseKeeper(self.store, lease, self.settings.lease_ttl_s) as self._keeper:
-                        try:
-                            result = self._window(window_id, lease, wlog, started, mode, tables, progress)
-                        finally:
-                            self._keeper = None
+                        # kept alive from here to the release, across the attempts
+                        self._keeper = LeaseKeeper(self.store, lease, self.settings.lease_ttl_s).__enter__()
+                    result = self._window(window_id, lease, wlog, started, mode, tables, progress)
         except LeaseHeld as held:  # only acquire_lease raises it: no lease was taken
             wlog.info("lease held by another run; nothing to do", extra={"owner": held.owner})
             return WindowResult(self.settings.pipeline, window_id, "lease_held", notes=(str(held),))
@@ -224,6 +222,9 @@ class Engine:
                 },
             )
         finally:
+            if self._keeper is not None:
+                self._keeper.__exit__(None, None, None)
+                self._keeper = None
             try:
                 if lease is not None:
                     self.store.release_lease(lease)

@@ -4,9 +4,10 @@ A run takes the pipeline's lease for ``lease_ttl_s``. Work can outlast that outs
 window's MERGEs of a large backlog, a snapshot of a large table): the lease would expire under the
 running work, another run would take it, and both would change the target at once; a snapshot's
 swap could then put back rows older than what the other run merged. ``LeaseKeeper`` renews the
-lease on a background thread every third of its TTL, and ``check`` is the fence: it raises
+lease on a background thread every fifth of its TTL, and ``check`` is the fence: it raises
 ``CheckpointConflict`` once the lease was taken over, or once renewals have failed for so long
-that it may run out, and the engine calls it before every MERGE and every snapshot swap.
+(three in a row, at least) that less than a fifth of the TTL is left, and the engine calls it before
+every MERGE and every snapshot swap.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from cdc.errors import CdcError, CheckpointConflict
 
 log = logging.getLogger(__name__)
 
+SHARE = 1 / 5  # of the TTL: between two renewals, and the least a step may start with
+
 
 class LeaseKeeper:
-    """Renews ``lease`` every ``ttl_s / 3`` while in its ``with`` block (see the module docstring)."""
+    """Renews ``lease`` every ``ttl_s / 5`` while in its ``with`` block (see the module docstring)."""
 
     def __init__(
         self, store: CheckpointStore, lease: Lease, ttl_s: int, clock: Callable[[], float] = time.time
@@ -55,14 +58,14 @@ class LeaseKeeper:
             return self._lease
 
     def check(self) -> None:
-        """The fence: raise ``CheckpointConflict`` unless the lease is ours for at least a third of
+        """The fence: raise ``CheckpointConflict`` unless the lease is ours for at least a fifth of
         its TTL more (time for the step about to start)."""
         with self._lock:
             lost, lease = self._lost, self._lease
         if lost is not None:
             raise CheckpointConflict(str(lost))
         left = lease.expires_at - self._clock()
-        if left < self._ttl / 3:
+        if left < self._ttl * SHARE:
             raise CheckpointConflict(
                 f"pipeline {lease.pipeline}: this run ({lease.owner}) could not renew its lease, which "
                 f"ends in {max(left, 0):.0f} s: it stops before changing the target, and the next run "
@@ -70,7 +73,7 @@ class LeaseKeeper:
             )
 
     def _keep(self) -> None:
-        while not self._stop.wait(self._ttl / 3):
+        while not self._stop.wait(self._ttl * SHARE):
             try:
                 renewed = self._store.renew_lease(self.lease, self._ttl)
             except CheckpointConflict as exc:  # taken over: renewing again cannot help

@@ -366,10 +366,12 @@ def test_the_fence_closes_once_another_run_took_the_lease_over(store: Checkpoint
 
 def test_the_fence_closes_when_renewing_keeps_failing(endpoint: str, table: str) -> None:
     pipeline = f"p-{uuid.uuid4().hex[:10]}"
-    lease = CheckpointStore(_client(endpoint), table, pipeline).acquire_lease("run-a", ttl_s=3)
+    lease = CheckpointStore(_client(endpoint), table, pipeline).acquire_lease("run-a", ttl_s=5)
     unreachable = _client("http://127.0.0.1:9", connect_timeout=0.2, retries={"max_attempts": 1})
-    with LeaseKeeper(CheckpointStore(unreachable, table, pipeline), lease, ttl_s=3) as keeper:
-        keeper.check()  # 3 s left
-        time.sleep(2.2)  # renewals failed meanwhile: less than a third of the TTL is left
+    with LeaseKeeper(CheckpointStore(unreachable, table, pipeline), lease, ttl_s=5) as keeper:
+        keeper.check()  # 5 s left
+        time.sleep(2.5)  # two renewals failed: a failure or two does not close the fence
+        keeper.check()
+        time.sleep(1.8)  # less than a fifth of the TTL is left
         with pytest.raises(CheckpointConflict, match=r"could not renew its lease, which ends in [01] s"):
             keeper.check()

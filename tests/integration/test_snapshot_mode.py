@@ -16,6 +16,8 @@ import pytest
 from helpers import Pipeline
 from test_changes import assert_equal, sql, sync, target
 
+from cdc.app import aws_client
+from cdc.checkpoint import CheckpointStore
 from cdc.model import Lsn
 
 
@@ -290,14 +292,18 @@ def test_a_run_that_lost_its_lease_swaps_nothing_in(p: Pipeline) -> None:
     before = p.store.load()
     _short_lease(p)
     taken: list[Any] = []
+    later = CheckpointStore(
+        aws_client(p.settings, "dynamodb"),
+        p.settings.checkpoint_table,
+        p.name,
+        clock=lambda: time.time() + 3600,
+    )
 
     def take_over(step: Any) -> None:
         if not taken:
-            # as if this run had stalled past its lease and another run had taken it meanwhile
-            held = p.store.read_lease()
-            assert held is not None
-            p.store.release_lease(held)
-            taken.append(p.store.acquire_lease("another-run", ttl_s=60))
+            # as if this run had stalled past its lease and another run had taken it meanwhile:
+            # another run whose clock is an hour ahead finds the lease expired and takes it over
+            taken.append(later.acquire_lease("another-run", ttl_s=60))
             time.sleep(0.8)  # the keeper's renewals fail now
 
     result = p.engine.run_window(mode="snapshot", tables=(f"{p.schema}.a",), progress=take_over)
@@ -306,7 +312,7 @@ def test_a_run_that_lost_its_lease_swaps_nothing_in(p: Pipeline) -> None:
     assert "lost its lease to another-run" in result.error["message"]
     assert target(p, "a") == old  # the copy was not swapped in
     assert p.store.load() == before
-    p.store.release_lease(taken[0])
+    later.release_lease(taken[0])
 
 
 def test_a_table_rewritten_after_the_snapshot_point_is_copied_again(p: Pipeline) -> None:
@@ -371,5 +377,25 @@ def test_a_snapshot_outside_lambda_is_not_bounded_by_the_windows_reading_time(p:
     result = p.engine.run_window(progress=slow)
     assert slowed and result.status == "snapshot" and result.snapshot is not None, result
     assert result.snapshot["complete"]
+    sync(p)
+    assert_equal(p, "a", "b")
+
+
+def test_a_retry_after_a_long_failed_attempt_still_holds_the_lease(p: Pipeline) -> None:
+    from cdc.errors import SourceUnavailable
+
+    tables(p, 300)
+    _short_lease(p)
+    failed: list[str] = []
+
+    def fail_once(step: Any) -> None:
+        if not failed:
+            failed.append(step.table)
+            time.sleep(1.5)  # the first attempt outlasts the lease's TTL, then fails
+            raise SourceUnavailable("connection lost (as a network failure would)")
+
+    result = p.engine.run_window(progress=fail_once)
+    assert failed and p.engine.last_retries == 1
+    assert result.status == "snapshot", result  # the retry swaps its tables in: the lease is its own
     sync(p)
     assert_equal(p, "a", "b")
