@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cdc.checkpoint import Checkpoint, Lease
-from cdc.errors import CdcError, ConfigError, SchemaError
+from cdc.errors import CdcError, ConfigError, SchemaError, TransientError
 from cdc.model import Lsn, WindowResult
 from cdc.progress import ProgressLine, bar, clock_text
 from cdc.snapshot.export import create_slot_with_snapshot, create_temporary_snapshot, drop_slot
@@ -415,10 +415,12 @@ def run_tables(
             tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
             result = _copy(engine, snap, tables, progress, finished.append)
     except CdcError as exc:
-        if finished or auto:
-            # the tables done before the failure stay done; an automatic re-snapshot is not
-            # tried again for the others (an operator runs cdc snapshot --tables)
-            record(exc if auto else None)
+        given_up = auto and not isinstance(exc, TransientError)
+        if finished or given_up:
+            # the tables done before the failure stay done; an automatic re-snapshot that failed
+            # for good is not tried again for the others (an operator runs cdc snapshot --tables),
+            # one that failed for a passing reason is (the retry, or the next run)
+            record(exc if given_up else None)
         raise
     if auto and not result.complete:
         # a copy that does not fit the time budget is not tried again by every run (the other

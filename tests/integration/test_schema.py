@@ -185,6 +185,38 @@ def test_the_scheduled_lambda_re_snapshots_a_table_a_schema_change_stopped(
     assert sorted((r["id"], r["v"]) for r in target(p, "bad")) == [(1, 5), (2, 6), (3, 7)]
 
 
+def test_an_automatic_re_snapshot_that_fails_for_a_passing_reason_is_tried_again(p: Pipeline) -> None:
+    from cdc.errors import SourceUnavailable
+
+    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)")
+    p.engine.run_window()
+    sql(p, "INSERT INTO {s}.bad VALUES (1, '5')")
+    sync(p)
+    sql(
+        p,
+        "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer",
+        "INSERT INTO {s}.bad VALUES (2, 6)",
+    )
+    p.engine.run_window()  # stops the table: the next run re-snapshots it
+    failed: list[str] = []
+
+    def fail_once(step: Any) -> None:
+        if not failed:
+            failed.append(step.table)
+            raise SourceUnavailable("connection lost (as a network failure would)")
+
+    result = p.engine.run_window(progress=fail_once)
+    assert failed and p.engine.last_retries == 1
+    assert (result.status, result.mode, result.reason) == (
+        "snapshot",
+        "tables",
+        "re-snapshot of tables a schema change stopped",
+    )
+    sql(p, "INSERT INTO {s}.bad VALUES (3, 7)")
+    sync(p)
+    assert sorted((r["id"], r["v"]) for r in target(p, "bad")) == [(1, 5), (2, 6), (3, 7)]
+
+
 def test_a_volatile_default_added_column_is_filled_by_a_re_snapshot(p: Pipeline) -> None:
     sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY)", "INSERT INTO {s}.t VALUES (1), (2)")
     p.engine.run_window()
