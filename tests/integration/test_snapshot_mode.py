@@ -399,3 +399,25 @@ def test_a_retry_after_a_long_failed_attempt_still_holds_the_lease(p: Pipeline) 
     assert result.status == "snapshot", result  # the retry swaps its tables in: the lease is its own
     sync(p)
     assert_equal(p, "a", "b")
+
+
+def test_a_table_truncated_after_the_snapshot_point_is_copied_without_taking_it_again(p: Pipeline) -> None:
+    tables(p, 300)
+    sql(
+        p,
+        "CREATE TABLE {s}.c (id int PRIMARY KEY, n int)",
+        "INSERT INTO {s}.c SELECT g, g FROM generate_series(1, 300) g",
+    )
+    truncated: list[str] = []
+
+    def truncate_c(step: Any) -> None:
+        if not truncated and step.table == f"{p.schema}.a":
+            # a new file for c, its columns unchanged: the stream carries the truncate
+            sql(p, "TRUNCATE {s}.c", "INSERT INTO {s}.c VALUES (1000, 1)")
+            truncated.append(step.table)
+
+    result = p.engine.run_window(progress=truncate_c)
+    assert truncated and result.status == "snapshot" and p.engine.last_retries == 0, result
+    sync(p)
+    assert [(r["id"], r["n"]) for r in target(p, "c")] == [(1000, 1)]
+    assert_equal(p, "a", "b", "c")
