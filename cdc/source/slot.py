@@ -5,6 +5,7 @@ replication protocol, and confirm what the target has committed.
 from __future__ import annotations
 
 import logging
+import math
 import select
 import time
 from collections.abc import Generator
@@ -161,8 +162,9 @@ class PostgresSource:
         self.keys = dict(keys or {})
         # a window with at least this much WAL to read receives it in a child process (-1: never)
         self.receive_process_min_bytes = receive_process_min_bytes
-        # a reading connection on which nothing arrives this long while waiting is lost (ping.Silence)
-        self.silence_limit_s = SILENCE_LIMIT_S
+        # a reading connection on which nothing arrives this long while waiting is lost
+        # (ping.Silence); None: from the server's wal_sender_timeout (see silence_limit)
+        self.silence_limit_s: float | None = None
         self._conn: Any = None
 
     # -- plain SQL connection -------------------------------------------------------------
@@ -202,6 +204,21 @@ class PostgresSource:
             return current_text(self._sql(), table, columns, keys)
         except psycopg2.Error as exc:
             raise classify_error(exc, f"looking up values of {table.qualified}") from exc
+
+    def silence_limit(self) -> float:
+        """How long a reading connection may stay silent while the reader waits (``ping.Silence``):
+        ``SILENCE_LIMIT_S``, or twice the server's ``wal_sender_timeout`` where that is longer (a
+        walsender busy with a transaction whose changes it skips sends a keepalive only that
+        often); no limit where the server has none (``wal_sender_timeout = 0``), since such a
+        walsender may then send nothing for as long as its work takes."""
+        if self.silence_limit_s is None:
+            rows = self._query(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'",
+                what="reading wal_sender_timeout",
+            )
+            timeout_ms = int(rows[0][0]) if rows else 0
+            self.silence_limit_s = max(SILENCE_LIMIT_S, 2 * timeout_ms / 1000) if timeout_ms > 0 else math.inf
+        return self.silence_limit_s
 
     def current_wal_lsn(self) -> Lsn:
         return Lsn.parse(self._query("SELECT pg_current_wal_lsn()::text")[0][0])
@@ -322,7 +339,7 @@ class PostgresSource:
             in_txn = False
             flowing = False
             ask = Asker(conn, classify_error)  # see cdc.source.ping
-            silence = Silence(cur, self.silence_limit_s, ask.able)
+            silence = Silence(cur, self.silence_limit(), ask.able)
             received = 0
             while True:
                 try:
@@ -379,7 +396,7 @@ class PostgresSource:
     ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
         """``stream_rows`` with the messages received by a child process (same ending rules)."""
         try:
-            receiver = Receiver(self._params, self.slot, start.value, self.silence_limit_s)
+            receiver = Receiver(self._params, self.slot, start.value, self.silence_limit())
         except OSError as exc:
             raise SourceUnavailable(
                 f"could not start the process that receives slot {self.slot}: {exc}"

@@ -448,3 +448,23 @@ def test_the_sources_connections_probe_a_silent_peer(env: Env, stack: Any) -> No
     finally:
         replication.close()
         source.close()
+
+
+def test_the_silence_limit_follows_the_servers_wal_sender_timeout(env: Env) -> None:
+    """A walsender sends keepalives at its own pace only every half wal_sender_timeout: the reader
+    waits at least twice that, and without limit where the server has none (0)."""
+    user = env.params["user"]
+    limits = {}
+    try:
+        for setting in ("45s", "10s", "0"):
+            with env.p.admin.cursor() as cur:
+                cur.execute(f'ALTER ROLE "{user}" SET wal_sender_timeout = %s', (setting,))
+            source = PostgresSource(env.params, "unused")
+            try:
+                limits[setting] = source.silence_limit()
+            finally:
+                source.close()
+    finally:
+        with env.p.admin.cursor() as cur:
+            cur.execute(f'ALTER ROLE "{user}" RESET wal_sender_timeout')
+    assert limits == {"45s": 90.0, "10s": 60.0, "0": float("inf")}
