@@ -304,8 +304,10 @@ def _copy(
     tables: list[Any],
     progress: ProgressHook | None,
     on_table: Callable[[FinishedTable], None] | None = None,
+    budget_s: float | None = None,
 ) -> SnapshotResult:
-    """Copy, stage, load and swap ``tables`` at ``snap`` within the window's time budget."""
+    """Copy, stage, load and swap ``tables`` at ``snap`` within ``budget_s`` (by default the
+    engine's for snapshots)."""
     settings = engine.settings
     return run_snapshot(
         snap,
@@ -316,7 +318,7 @@ def _copy(
             engine.sink.connection, settings, settings.snowflake_swap_strategy
         ),
         pipeline=settings.pipeline,
-        deadline=time.monotonic() + engine.snapshot_budget_s(),
+        deadline=time.monotonic() + (engine.snapshot_budget_s() if budget_s is None else budget_s),
         part_max_rows=settings.part_max_rows,
         progress=progress,
         on_table=on_table,
@@ -413,7 +415,10 @@ def run_tables(
             catalog = _catalog_after_the_point(engine)
             oids.update({f"{schema}.{name}": oid for (schema, name), oid in catalog.oids.items()})
             tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
-            result = _copy(engine, snap, tables, progress, finished.append)
+            # an automatic re-snapshot holds the other tables' changes back while it runs: it gets
+            # a window's budget (window_max_seconds outside Lambda), an operator's has no limit
+            budget = engine.budget_s() if auto else None
+            result = _copy(engine, snap, tables, progress, finished.append, budget)
     except CdcError as exc:
         given_up = auto and not isinstance(exc, TransientError)
         if finished or given_up:
