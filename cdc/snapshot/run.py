@@ -262,9 +262,13 @@ def run_snapshot(
             try:  # the tables swapped in are the targets' copies now: stage what they hold
                 publish_manifest()
             except Exception as failed:  # noqa: BLE001 - the first failure is the one raised
-                log.warning(
-                    "could not write the manifest of the tables swapped in", extra={"error": str(failed)}
+                lost = (
+                    f"the manifest of the tables swapped in could not be written ({failed}): "
+                    "rebuild cannot use their copies, and prune takes them for unusable; "
+                    "run cdc snapshot --tables for them again"
                 )
+                exc.add_note(lost)
+                log.error(lost)
         log.error(
             "snapshot failed: %s",
             exc,
