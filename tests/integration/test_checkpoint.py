@@ -340,26 +340,26 @@ def test_conflicts_are_explained_even_without_cancellation_reasons(endpoint: str
 
 
 def test_a_kept_lease_outlives_its_ttl_while_the_work_runs(store: CheckpointStore) -> None:
-    lease = store.acquire_lease("run-a", ttl_s=1)
-    with LeaseKeeper(store, lease, ttl_s=1) as keeper:
-        time.sleep(2.5)  # work longer than the TTL
+    lease = store.acquire_lease("run-a", ttl_s=2)
+    with LeaseKeeper(store, lease, ttl_s=2) as keeper:
+        time.sleep(4)  # work longer than the TTL
         with pytest.raises(LeaseHeld):
-            store.acquire_lease("run-b", ttl_s=1)
+            store.acquire_lease("run-b", ttl_s=2)
         keeper.check()
         store.save(lsn=Lsn.parse("0/100"), slot="s", window_id="w1", lease=lease, expected=None)
-        assert keeper.lease.epoch == lease.epoch and keeper.lease.expires_at > lease.expires_at + 1
-    time.sleep(1.1)  # no longer kept: it expires, and another run may take it
-    assert store.acquire_lease("run-b", ttl_s=1).epoch == lease.epoch + 1
+        assert keeper.lease.epoch == lease.epoch and keeper.lease.expires_at > lease.expires_at + 2
+    time.sleep(2.1)  # no longer kept: it expires, and another run may take it
+    assert store.acquire_lease("run-b", ttl_s=2).epoch == lease.epoch + 1
 
 
 def test_the_fence_closes_once_another_run_took_the_lease_over(store: CheckpointStore) -> None:
-    lease = store.acquire_lease("run-a", ttl_s=1)
-    with LeaseKeeper(store, lease, ttl_s=1) as keeper:
+    lease = store.acquire_lease("run-a", ttl_s=2)
+    with LeaseKeeper(store, lease, ttl_s=2) as keeper:
         keeper.check()
         # as if this run had stalled past its lease and another had taken it over meanwhile
         store.release_lease(lease)
         store.acquire_lease("run-b", ttl_s=60)
-        time.sleep(0.8)  # two turns of the keeper
+        time.sleep(1.5)  # some turns of the keeper
         with pytest.raises(CheckpointConflict, match=r"lost its lease to run-b \(epoch 2\)"):
             keeper.check()
 

@@ -251,10 +251,10 @@ def test_cli_snapshot_of_some_tables_prints_one_json_object(stack: Any, p: Pipel
 
 
 def _short_lease(p: Pipeline) -> None:
-    """The pipeline's engine with a lease of 1 s, which the work below outlasts."""
+    """The pipeline's engine with a lease of 2 s, which the work below outlasts."""
     from cdc.app import build_engine
 
-    p.settings = p.settings.replace(lease_ttl_s=1)
+    p.settings = p.settings.replace(lease_ttl_s=2)
     p.engine.close()
     p.engine = build_engine(p.settings)
 
@@ -268,7 +268,7 @@ def test_a_snapshot_longer_than_the_lease_keeps_it_and_other_runs_wait(p: Pipeli
 
     def slow(step: Any) -> None:
         if not others:
-            time.sleep(2.5)  # the copy outlasts the lease's TTL
+            time.sleep(3)  # the copy outlasts the lease's TTL
             other = build_engine(p.settings)  # a second run, as a scheduled invocation would be
             try:
                 others.append(other.run_window())
@@ -304,7 +304,7 @@ def test_a_run_that_lost_its_lease_swaps_nothing_in(p: Pipeline) -> None:
             # as if this run had stalled past its lease and another run had taken it meanwhile:
             # another run whose clock is an hour ahead finds the lease expired and takes it over
             taken.append(later.acquire_lease("another-run", ttl_s=60))
-            time.sleep(0.8)  # the keeper's renewals fail now
+            time.sleep(1.5)  # the keeper's renewals fail now
 
     result = p.engine.run_window(mode="snapshot", tables=(f"{p.schema}.a",), progress=take_over)
     assert result.status == "failed" and result.error is not None
@@ -391,7 +391,7 @@ def test_a_retry_after_a_long_failed_attempt_still_holds_the_lease(p: Pipeline) 
     def fail_once(step: Any) -> None:
         if not failed:
             failed.append(step.table)
-            time.sleep(1.5)  # the first attempt outlasts the lease's TTL, then fails
+            time.sleep(3)  # the first attempt outlasts the lease's TTL, then fails
             raise SourceUnavailable("connection lost (as a network failure would)")
 
     result = p.engine.run_window(progress=fail_once)
