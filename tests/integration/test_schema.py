@@ -188,16 +188,7 @@ def test_the_scheduled_lambda_re_snapshots_a_table_a_schema_change_stopped(
 def test_an_automatic_re_snapshot_that_fails_for_a_passing_reason_is_tried_again(p: Pipeline) -> None:
     from cdc.errors import SourceUnavailable
 
-    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)")
-    p.engine.run_window()
-    sql(p, "INSERT INTO {s}.bad VALUES (1, '5')")
-    sync(p)
-    sql(
-        p,
-        "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer",
-        "INSERT INTO {s}.bad VALUES (2, 6)",
-    )
-    p.engine.run_window()  # stops the table: the next run re-snapshots it
+    stop_by_a_type_change(p)
     failed: list[str] = []
 
     def fail_once(step: Any) -> None:
@@ -415,8 +406,10 @@ def test_configured_key_for_a_table_without_primary_key(p: Pipeline) -> None:
     assert source(p, "SELECT count(*) FROM {s}.logs") == [(1,)]
 
 
-def test_an_automatic_re_snapshot_that_fails_is_not_tried_again_and_says_why(p: Pipeline) -> None:
-    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", "CREATE TABLE {s}.good (id int PRIMARY KEY)")
+def stop_by_a_type_change(p: Pipeline, *also: str) -> Any:
+    """Table bad (and the ``also`` statements' tables), replicated; then a type change stops bad.
+    The result of the window that stopped it (the next run re-snapshots it)."""
+    sql(p, "CREATE TABLE {s}.bad (id int PRIMARY KEY, v text)", *also)
     p.engine.run_window()
     sql(p, "INSERT INTO {s}.bad VALUES (1, '5')")
     sync(p)
@@ -425,7 +418,11 @@ def test_an_automatic_re_snapshot_that_fails_is_not_tried_again_and_says_why(p: 
         "ALTER TABLE {s}.bad ALTER COLUMN v TYPE integer USING v::integer",
         "INSERT INTO {s}.bad VALUES (2, 6)",
     )
-    stopped = p.engine.run_window()
+    return p.engine.run_window()
+
+
+def test_an_automatic_re_snapshot_that_fails_is_not_tried_again_and_says_why(p: Pipeline) -> None:
+    stopped = stop_by_a_type_change(p, "CREATE TABLE {s}.good (id int PRIMARY KEY)")
     assert f"{p.schema}.bad" in stopped.stopped_tables and not stopped.caught_up
     sql(p, "DROP TABLE {s}.bad")  # nothing left to copy: the re-snapshot fails
     failed = p.engine.run_window()

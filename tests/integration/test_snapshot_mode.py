@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 from helpers import Pipeline
 from test_changes import assert_equal, sql, sync, target
+from test_schema import reconfigure
 
 from cdc.app import aws_client
 from cdc.checkpoint import CheckpointStore
@@ -65,11 +66,7 @@ class Writer(threading.Thread):
 
 
 def test_initial_load_copies_existing_rows_at_the_slot_point_with_writes_during_the_copy(p: Pipeline) -> None:
-    p.settings = p.settings.replace(part_max_rows=700)
-    p.engine.close()
-    from cdc.app import build_engine
-
-    p.engine = build_engine(p.settings)
+    reconfigure(p, part_max_rows=700)
     tables(p)
     writer = Writer(p, "a", 10_000)
     writer.start()
@@ -252,11 +249,7 @@ def test_cli_snapshot_of_some_tables_prints_one_json_object(stack: Any, p: Pipel
 
 def _short_lease(p: Pipeline) -> None:
     """The pipeline's engine with a lease of 2 s, which the work below outlasts."""
-    from cdc.app import build_engine
-
-    p.settings = p.settings.replace(lease_ttl_s=2)
-    p.engine.close()
-    p.engine = build_engine(p.settings)
+    reconfigure(p, lease_ttl_s=2)
 
 
 def test_a_snapshot_longer_than_the_lease_keeps_it_and_other_runs_wait(p: Pipeline) -> None:
@@ -315,13 +308,18 @@ def test_a_run_that_lost_its_lease_swaps_nothing_in(p: Pipeline) -> None:
     later.release_lease(taken[0])
 
 
-def test_a_table_rewritten_after_the_snapshot_point_is_copied_again(p: Pipeline) -> None:
+def tables_and_c(p: Pipeline) -> None:
+    """``tables`` and a third table c (id, n), 300 rows each."""
     tables(p, 300)
     sql(
         p,
         "CREATE TABLE {s}.c (id int PRIMARY KEY, n int)",
         "INSERT INTO {s}.c SELECT g, g FROM generate_series(1, 300) g",
     )
+
+
+def test_a_table_rewritten_after_the_snapshot_point_is_copied_again(p: Pipeline) -> None:
+    tables_and_c(p)
     altered: list[str] = []
 
     def rewrite_c(step: Any) -> None:
@@ -361,12 +359,8 @@ def test_a_column_added_just_before_the_snapshot_point_is_copied_with_its_values
 
 
 def test_a_snapshot_outside_lambda_is_not_bounded_by_the_windows_reading_time(p: Pipeline) -> None:
-    from cdc.app import build_engine
-
     tables(p, 300)
-    p.settings = p.settings.replace(window_max_seconds=1)
-    p.engine.close()
-    p.engine = build_engine(p.settings)
+    reconfigure(p, window_max_seconds=1)
     slowed: list[str] = []
 
     def slow(step: Any) -> None:
@@ -402,12 +396,7 @@ def test_a_retry_after_a_long_failed_attempt_still_holds_the_lease(p: Pipeline) 
 
 
 def test_a_table_truncated_after_the_snapshot_point_is_copied_without_taking_it_again(p: Pipeline) -> None:
-    tables(p, 300)
-    sql(
-        p,
-        "CREATE TABLE {s}.c (id int PRIMARY KEY, n int)",
-        "INSERT INTO {s}.c SELECT g, g FROM generate_series(1, 300) g",
-    )
+    tables_and_c(p)
     truncated: list[str] = []
 
     def truncate_c(step: Any) -> None:

@@ -81,7 +81,8 @@ def test_metrics_of_an_applied_window_count_rows_per_table_and_operation() -> No
     assert rows == {("public.orders", "I"): 3, ("public.orders", "U"): 1, ("public.items", "I"): 2}
 
 
-def test_a_failed_window_sends_one_dead_letter_and_a_failure_metric() -> None:
+def dead_letters_once(result: WindowResult) -> None:
+    """``after_window(result)`` sends one message to the dead-letter queue and the metrics."""
     sqs, cw = client("sqs"), client("cloudwatch")
     with Stubber(sqs) as sqs_stub, Stubber(cw) as cw_stub:
         sqs_stub.add_response(
@@ -91,10 +92,14 @@ def test_a_failed_window_sends_one_dead_letter_and_a_failure_metric() -> None:
         )
         cw_stub.add_response("put_metric_data", {}, {"Namespace": "CDC", "MetricData": ANY})
         alerts = Alerts(sqs, DLQ, cw, "CDC", "shop")
-        alerts.after_window(failed())
+        alerts.after_window(result)
         sqs_stub.assert_no_pending_responses()
         cw_stub.assert_no_pending_responses()
     assert alerts.delivery_errors == 0
+
+
+def test_a_failed_window_sends_one_dead_letter_and_a_failure_metric() -> None:
+    dead_letters_once(failed())
 
 
 def test_an_applied_window_sends_no_dead_letter() -> None:
@@ -223,13 +228,4 @@ def test_a_snapshot_that_did_not_fit_the_invocation_is_dead_lettered_with_what_t
     assert "run `cdc snapshot --config FILE` (no time limit outside Lambda)" in body["what_to_do"]
     failures = [d for d in window_metrics(unfinished) if d["MetricName"] == "WindowFailures"]
     assert [d["Value"] for d in failures] == [1]
-    sqs, cw = client("sqs"), client("cloudwatch")
-    with Stubber(sqs) as sqs_stub, Stubber(cw) as cw_stub:
-        sqs_stub.add_response(
-            "send_message",
-            {"MessageId": "m1", "MD5OfMessageBody": "x"},
-            {"QueueUrl": DLQ, "MessageBody": ANY, "MessageAttributes": ANY},
-        )
-        cw_stub.add_response("put_metric_data", {}, {"Namespace": "CDC", "MetricData": ANY})
-        Alerts(sqs, DLQ, cw, "CDC", "shop").after_window(unfinished)
-        sqs_stub.assert_no_pending_responses()
+    dead_letters_once(unfinished)
