@@ -136,12 +136,18 @@ class Engine:
             budget = min(budget, self._time_left() - reserved)
         return max(budget, 0.0)
 
-    def snapshot_budget_s(self) -> float:
+    @property
+    def last_attempt(self) -> bool:
+        """Whether the window's current attempt is its last (no retry follows a failure)."""
+        return self.last_retries + 1 >= self.settings.retry_attempts
+
+    def snapshot_budget_s(self, automatic: bool = False) -> float:
         """Seconds a snapshot may take: in Lambda, the invocation's remaining time minus the same
         margins as a window's; elsewhere no limit (``window_max_seconds`` bounds a window's reading,
-        not a copy: ``cdc snapshot`` copies tables too large for an invocation)."""
+        not a copy: ``cdc snapshot`` copies tables too large for an invocation), except for an
+        ``automatic`` re-snapshot, which the other tables' changes wait for: ``window_max_seconds``."""
         if self._time_left is None:
-            return math.inf
+            return float(self.settings.window_max_seconds) if automatic else math.inf
         reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
         return max(self._time_left() - reserved, 0.0)
 
@@ -199,7 +205,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - every failure is a failed result that is dead-lettered
             known = isinstance(exc, CdcError)
             message = (
-                str(exc)
+                "; ".join([str(exc), *getattr(exc, "__notes__", [])])  # what else it says (add_note)
                 if known
                 else f"unexpected error {type(exc).__name__}: {exc}; the window stopped there and the next "
                 "run starts again from the checkpoint; the log line 'window failed' has the traceback: "

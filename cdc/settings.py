@@ -161,7 +161,12 @@ FIELDS: tuple[Field, ...] = (
     Field("checkpoint_table", "str", required=True, doc="DynamoDB table for checkpoints and leases."),
     # window
     Field("window_max_changes", "int", 100_000),
-    Field("window_max_seconds", "int", 600, doc="Time budget of one window outside Lambda."),
+    Field(
+        "window_max_seconds",
+        "int",
+        600,
+        doc="Time budget of one window (its reading, or an automatic re-snapshot) outside Lambda.",
+    ),
     Field("window_safety_margin_s", "int", 30, doc="Lambda time kept free after a window."),
     Field(
         "window_apply_margin_s",

@@ -307,7 +307,7 @@ def _copy(
     budget_s: float | None = None,
 ) -> SnapshotResult:
     """Copy, stage, load and swap ``tables`` at ``snap`` within ``budget_s`` (by default the
-    engine's for snapshots)."""
+    engine's for a snapshot an operator asked for)."""
     settings = engine.settings
     return run_snapshot(
         snap,
@@ -415,16 +415,16 @@ def run_tables(
             catalog = _catalog_after_the_point(engine)
             oids.update({f"{schema}.{name}": oid for (schema, name), oid in catalog.oids.items()})
             tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
-            # an automatic re-snapshot holds the other tables' changes back while it runs: it gets
-            # a window's budget (window_max_seconds outside Lambda), an operator's has no limit
-            budget = engine.budget_s() if auto else None
-            result = _copy(engine, snap, tables, progress, finished.append, budget)
+            result = _copy(
+                engine, snap, tables, progress, finished.append, engine.snapshot_budget_s(automatic=auto)
+            )
     except CdcError as exc:
-        given_up = auto and not isinstance(exc, TransientError)
+        given_up = auto and (not isinstance(exc, TransientError) or engine.last_attempt)
         if finished or given_up:
             # the tables done before the failure stay done; an automatic re-snapshot that failed
-            # for good is not tried again for the others (an operator runs cdc snapshot --tables),
-            # one that failed for a passing reason is (the retry, or the next run)
+            # for good, or for a passing reason on the window's last attempt, is not tried again
+            # for the others (an operator runs cdc snapshot --tables): the other tables' changes
+            # must not wait for it run after run. A passing failure before that is retried.
             record(exc if given_up else None)
         raise
     if auto and not result.complete:

@@ -26,9 +26,7 @@ MERGE's "newer than the row" rule treat them like any change.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
-import functools
 import io
 import logging
 import os
@@ -49,7 +47,6 @@ from cdc.snapshot.export import SnapshotPoint
 from cdc.snapshot.parts import COPY_OPTIONS, CopyProgress, SnapshotTable, TableParts
 from cdc.source.catalog import pg_name, relation_sql
 from cdc.source.slot import classify_error
-from cdc.source.tls import libpq
 from cdc.typemap import column_mapping
 
 __all__ = [
@@ -180,74 +177,25 @@ WHERE (c.oid = %(t)s::regclass
   AND c.relfilenode <> pg_relation_filenode(c.oid)
 ORDER BY 1
 """
-# the table's columns (type and modifier, in attnum order) as the snapshot sees them, a domain's as
-# its base type's (what a query's result reports)
-_COLUMNS_THEN_SQL = """
-SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END::int,
-       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
-FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-WHERE a.attrelid = %(t)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
 
 
 def _check_not_rewritten(cur: Any, table: TableSchema, snapshot: SnapshotPoint) -> None:
-    """Lock the table against rewrites until the copy ends, then make sure none hid its rows since
-    the snapshot point. A table whose file changed since then was truncated, vacuumed in full,
-    clustered or moved (its rows stay visible to the snapshot; a truncate's comes through the
-    stream), or rewritten by ``ALTER TABLE`` for a new column type or a volatile default. That
-    rewrite is not MVCC-safe: the snapshot would see the table empty, and no change of the stream
-    brings its rows back. It also changes the columns, which tells it from the others."""
-    relation = relation_sql(table)
-    cur.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(relation))
-    name = {"t": pg_name(table.schema, table.name)}
-    cur.execute(_NEW_FILES_SQL, name)
+    """Lock the table against rewrites until the copy ends, then make sure its file did not change
+    since the snapshot point. ``ALTER TABLE`` rewrites a table (a column's type, a ``USING``
+    expression, a constrained domain, a volatile default, ``SET LOGGED``) with row versions the
+    snapshot cannot see: it would see the table empty, and no change of the stream brings the rows
+    back. A truncate, ``VACUUM FULL`` or ``CLUSTER`` also gives the table a new file, and its rows
+    look no different from a rewrite's from here, so any new file takes the copy again."""
+    cur.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(relation_sql(table)))
+    cur.execute(_NEW_FILES_SQL, {"t": pg_name(table.schema, table.name)})
     new_files = [row[0] for row in cur.fetchall()]
-    if not new_files:
-        return
-    cur.execute(_COLUMNS_THEN_SQL, name)
-    then = [tuple(row) for row in cur.fetchall()]
-    cur.execute(pgsql.SQL("SELECT * FROM {} LIMIT 0").format(relation))  # planned with the columns now
-    now = result_columns(cur)
-    if now is not None and now == then:
-        log.info(
-            "table %s has new files since the snapshot point (truncated, vacuumed in full or clustered); "
-            "its columns are unchanged, so the snapshot sees its rows",
-            table.qualified,
-            extra={"table": table.qualified, "relations": new_files},
+    if new_files:
+        raise SnapshotInvalidated(
+            f"cannot copy table {table.qualified} at the snapshot point {snapshot.lsn}: "
+            f"{', '.join(new_files)} got a new file after it (rewritten by ALTER TABLE, or truncated, "
+            "vacuumed in full or clustered), and a snapshot does not see the rows of a rewritten "
+            "table; the copy is taken again at a new snapshot point"
         )
-        return
-    raise SnapshotInvalidated(
-        f"cannot copy table {table.qualified} at the snapshot point {snapshot.lsn}: "
-        f"{', '.join(new_files)} was rewritten after it by ALTER TABLE (a column's type or a "
-        "volatile default changed), and a snapshot does not see the rows of a table rewritten so; "
-        "the copy is taken again at a new snapshot point"
-    )
-
-
-def result_columns(cur: Any) -> list[tuple[int, int]] | None:
-    """(type OID, type modifier) of each column of the cursor's last result (libpq's ``PQftype``
-    and ``PQfmod``, through ctypes); None where libpq's functions cannot be reached."""
-    functions = _result_functions()
-    result = getattr(cur, "pgresult_ptr", None)
-    if functions is None or not result:
-        return None
-    nfields, ftype, fmod = functions
-    handle = ctypes.c_void_p(result)
-    return [(ftype(handle, i), fmod(handle, i)) for i in range(nfields(handle))]
-
-
-@functools.cache
-def _result_functions() -> tuple[Any, Any, Any] | None:
-    try:
-        lib = libpq()
-        nfields, ftype, fmod = lib.PQnfields, lib.PQftype, lib.PQfmod
-    except (ImportError, OSError, AttributeError):
-        return None
-    nfields.argtypes, nfields.restype = [ctypes.c_void_p], ctypes.c_int
-    ftype.argtypes, ftype.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_uint
-    fmod.argtypes, fmod.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
-    return nfields, ftype, fmod
 
 
 def _rollback(conn: Any) -> None:

@@ -208,6 +208,26 @@ def test_an_automatic_re_snapshot_that_fails_for_a_passing_reason_is_tried_again
     assert sorted((r["id"], r["v"]) for r in target(p, "bad")) == [(1, 5), (2, 6), (3, 7)]
 
 
+def test_an_automatic_re_snapshot_failing_on_every_attempt_lets_the_other_tables_go_on(p: Pipeline) -> None:
+    from cdc.errors import SourceUnavailable
+
+    stop_by_a_type_change(p, "CREATE TABLE {s}.good (id int PRIMARY KEY)")
+
+    def always_fail(step: Any) -> None:
+        raise SourceUnavailable("connection lost (as a middlebox dropping long copies would)")
+
+    failed = p.engine.run_window(progress=always_fail)
+    assert failed.status == "failed" and p.engine.last_retries == p.settings.retry_attempts - 1
+    checkpoint = p.store.load()
+    assert checkpoint is not None
+    record = checkpoint.extra["stopped_tables"][f"{p.schema}.bad"]
+    assert record["resnapshot_failed"].startswith("SourceUnavailable: connection lost")
+    sql(p, "INSERT INTO {s}.good VALUES (1)")
+    results = sync(p)  # the other tables go on; bad waits for an operator
+    assert all(r["mode"] == "incremental" for r in results)
+    assert [r["id"] for r in target(p, "good")] == [1]
+
+
 def test_a_volatile_default_added_column_is_filled_by_a_re_snapshot(p: Pipeline) -> None:
     sql(p, "CREATE TABLE {s}.t (id int PRIMARY KEY)", "INSERT INTO {s}.t VALUES (1), (2)")
     p.engine.run_window()
