@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from cdc import errors
 from cdc.logs import redact, register_secret
-from cdc.source.ping import KEEPALIVE_EVERY_S, SILENCE_LIMIT_S
+from cdc.source.ping import KEEPALIVE_EVERY_S
 
 HEADER = struct.Struct("<cIQ")
 MESSAGES, ONE, POSITION, ERROR = b"M", b"O", b"P", b"E"
@@ -53,9 +53,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 class Receiver:
     """The parent's end: a running child and the frames it writes (see the module docstring)."""
 
-    def __init__(
-        self, params: dict[str, Any], slot: str, start: int, silence_s: float = SILENCE_LIMIT_S
-    ) -> None:
+    def __init__(self, params: dict[str, Any], slot: str, start: int, silence_s: float | None = None) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
@@ -259,7 +257,8 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
         read = cur.read_message
         ask = Asker(conn, classify_error)  # see cdc.source.ping
         out = _Out(out_fd, ask)
-        silence = Silence(cur, float(config.get("silence_s", SILENCE_LIMIT_S)), ask.able)
+        limit = config.get("silence_s")  # None: from the server, as PostgresSource.silence_limit reads it
+        silence = Silence(cur, source.silence_limit() if limit is None else float(limit), ask.able)
         server = int(config["start"])
         batch: list[bytes] = []
         size = 0
@@ -308,6 +307,7 @@ def _receive(config: dict[str, Any], in_fd: int, out_fd: int) -> None:
                 return  # stdin closed (or written to): the parent is done
     finally:
         conn.close()
+        source.close()  # its SQL connection, when it read the silence limit
 
 
 def _flush(out: _Out, batch: list[bytes], server: int) -> None:

@@ -396,7 +396,8 @@ class PostgresSource:
     ) -> Generator[tuple[Begin | Commit | RowChange, int], None, None]:
         """``stream_rows`` with the messages received by a child process (same ending rules)."""
         try:
-            receiver = Receiver(self._params, self.slot, start.value, self.silence_limit())
+            # the child reads the limit itself once its connection streams, unless it is set here
+            receiver = Receiver(self._params, self.slot, start.value, self.silence_limit_s)
         except OSError as exc:
             raise SourceUnavailable(
                 f"could not start the process that receives slot {self.slot}: {exc}"

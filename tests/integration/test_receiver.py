@@ -360,8 +360,10 @@ def test_the_child_runs_this_package_whatever_the_working_directory_holds(
     finally:
         rows.close()
         source.close()
-    assert [type(m) for m in got] == [Begin, RowInsert, Commit]
-    assert isinstance(got[1], RowChange) and columns(got[1])["body"] == "seven"
+    # transactions of other sessions (autovacuum's, with no change of a table) may come too
+    changes = [m for m in got if isinstance(m, RowChange)]
+    assert [type(m) for m in got[:3]] == [Begin, RowInsert, Commit] and len(changes) == 1
+    assert columns(changes[0])["body"] == "seven"
 
 
 @pytest.mark.parametrize("threshold", [IN_LINE, CHILD], ids=["in line", "child"])
