@@ -127,14 +127,19 @@ class Engine:
         if self._keeper is not None:
             self._keeper.check()
 
+    @property
+    def _reserved_s(self) -> int:
+        """Invocation time kept free after reading: the safety margin and the time to apply."""
+        return self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
+
+    def _invocation_left_s(self) -> float:
+        """The invocation's remaining time minus ``_reserved_s``; no limit outside Lambda."""
+        return math.inf if self._time_left is None else self._time_left() - self._reserved_s
+
     def budget_s(self) -> float:
-        """Seconds this window may spend reading: the Lambda's remaining time minus the safety
-        margin and the time kept for staging and applying what was read."""
-        budget = float(self.settings.window_max_seconds)
-        if self._time_left is not None:
-            reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
-            budget = min(budget, self._time_left() - reserved)
-        return max(budget, 0.0)
+        """Seconds this window may spend reading: ``window_max_seconds``, and in Lambda no more
+        than the remaining time minus the safety margin and the time kept for staging and applying."""
+        return max(min(float(self.settings.window_max_seconds), self._invocation_left_s()), 0.0)
 
     @property
     def last_attempt(self) -> bool:
@@ -146,10 +151,9 @@ class Engine:
         margins as a window's; elsewhere no limit (``window_max_seconds`` bounds a window's reading,
         not a copy: ``cdc snapshot`` copies tables too large for an invocation), except for an
         ``automatic`` re-snapshot, which the other tables' changes wait for: ``window_max_seconds``."""
-        if self._time_left is None:
-            return float(self.settings.window_max_seconds) if automatic else math.inf
-        reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
-        return max(self._time_left() - reserved, 0.0)
+        if automatic and self._time_left is None:
+            return float(self.settings.window_max_seconds)
+        return max(self._invocation_left_s(), 0.0)
 
     def _check_reserve(self) -> None:
         """An invocation shorter than the time kept free could never read a change: say so once,
@@ -157,8 +161,7 @@ class Engine:
         if self._time_left is None or self._reserve_checked:
             return
         self._reserve_checked = True
-        left = self._time_left()
-        reserved = self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
+        left, reserved = self._time_left(), self._reserved_s
         if left <= reserved:
             raise ConfigError(
                 [

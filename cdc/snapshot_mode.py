@@ -304,10 +304,10 @@ def _copy(
     tables: list[Any],
     progress: ProgressHook | None,
     on_table: Callable[[FinishedTable], None] | None = None,
-    budget_s: float | None = None,
+    automatic: bool = False,
 ) -> SnapshotResult:
-    """Copy, stage, load and swap ``tables`` at ``snap`` within ``budget_s`` (by default the
-    engine's for a snapshot an operator asked for)."""
+    """Copy, stage, load and swap ``tables`` at ``snap`` within the engine's snapshot budget (an
+    ``automatic`` re-snapshot's, or that of one an operator asked for)."""
     settings = engine.settings
     return run_snapshot(
         snap,
@@ -318,7 +318,7 @@ def _copy(
             engine.sink.connection, settings, settings.snowflake_swap_strategy
         ),
         pipeline=settings.pipeline,
-        deadline=time.monotonic() + (engine.snapshot_budget_s() if budget_s is None else budget_s),
+        deadline=time.monotonic() + engine.snapshot_budget_s(automatic),
         part_max_rows=settings.part_max_rows,
         progress=progress,
         on_table=on_table,
@@ -415,9 +415,7 @@ def run_tables(
             catalog = _catalog_after_the_point(engine)
             oids.update({f"{schema}.{name}": oid for (schema, name), oid in catalog.oids.items()})
             tables = _select(catalog, names) if names else _mappable(list(catalog.tables.values()))[0]
-            result = _copy(
-                engine, snap, tables, progress, finished.append, engine.snapshot_budget_s(automatic=auto)
-            )
+            result = _copy(engine, snap, tables, progress, finished.append, automatic=auto)
     except CdcError as exc:
         given_up = auto and (not isinstance(exc, TransientError) or engine.last_attempt)
         if finished or given_up:
