@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import tempfile
 import time
 import uuid
@@ -22,8 +21,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from cdc import failpoints, snapshot_mode, window_summary
 from cdc.apply import ApplySink, OutOfTime, SinkPool, TableApply, TimeGuard, apply_tables
+from cdc.budget import InvocationBudget
 from cdc.checkpoint import Checkpoint, CheckpointStore, Lease
-from cdc.errors import CdcError, ConfigError, LeaseHeld, SchemaError, TransientError
+from cdc.errors import CdcError, LeaseHeld, SchemaError, TransientError
 from cdc.lease import LeaseKeeper
 from cdc.logs import WindowLog, redact
 from cdc.model import Begin, Commit, Lsn, Message, SlotHealth, TableSchema, WindowResult
@@ -83,8 +83,7 @@ class Engine:
         self._sinks = SinkPool(lambda: self.sink, sink_factory)
         self.stage = stage
         self.store = store
-        self._time_left = time_left
-        self._reserve_checked = False
+        self.budget = InvocationBudget(settings, time_left)
         self._keeper: LeaseKeeper | None = None  # while a window runs (see fence)
         self.owner = owner or f"cdc-{uuid.uuid4().hex[:12]}"
         self.last_retries = 0
@@ -128,49 +127,9 @@ class Engine:
             self._keeper.check()
 
     @property
-    def _reserved_s(self) -> int:
-        """Invocation time kept free after reading: the safety margin and the time to apply."""
-        return self.settings.window_safety_margin_s + self.settings.window_apply_margin_s
-
-    def _invocation_left_s(self) -> float:
-        """The invocation's remaining time minus ``_reserved_s``; no limit outside Lambda."""
-        return math.inf if self._time_left is None else self._time_left() - self._reserved_s
-
-    def budget_s(self) -> float:
-        """Seconds this window may spend reading: ``window_max_seconds``, and in Lambda no more
-        than the remaining time minus the safety margin and the time kept for staging and applying."""
-        return max(min(float(self.settings.window_max_seconds), self._invocation_left_s()), 0.0)
-
-    @property
     def last_attempt(self) -> bool:
         """Whether the window's current attempt is its last (no retry follows a failure)."""
         return self.last_retries + 1 >= self.settings.retry_attempts
-
-    def snapshot_budget_s(self, automatic: bool = False) -> float:
-        """Seconds a snapshot may take: in Lambda, the invocation's remaining time minus the same
-        margins as a window's; elsewhere no limit (``window_max_seconds`` bounds a window's reading,
-        not a copy: ``cdc snapshot`` copies tables too large for an invocation), except for an
-        ``automatic`` re-snapshot, which the other tables' changes wait for: ``window_max_seconds``."""
-        if automatic and self._time_left is None:
-            return float(self.settings.window_max_seconds)
-        return max(self._invocation_left_s(), 0.0)
-
-    def _check_reserve(self) -> None:
-        """An invocation shorter than the time kept free could never read a change: say so once,
-        at its first window, instead of running empty windows."""
-        if self._time_left is None or self._reserve_checked:
-            return
-        self._reserve_checked = True
-        left, reserved = self._time_left(), self._reserved_s
-        if left <= reserved:
-            raise ConfigError(
-                [
-                    f"the invocation had {left:.0f} s left when its first window started, not more than "
-                    f"window_safety_margin_s + window_apply_margin_s = {reserved} s, so no window could "
-                    "read: raise the Lambda timeout or lower CDC_WINDOW_APPLY_MARGIN_S (time kept for "
-                    "applying) or CDC_WINDOW_SAFETY_MARGIN_S"
-                ]
-            )
 
     def run_window(
         self,
@@ -295,13 +254,13 @@ class Engine:
             skip={(v["schema"], v["table"]) for v in stopped.values()},
             snapshot_lsns=snapshot_mode.snapshot_lsns(checkpoint),
         )
-        self._check_reserve()
+        self.budget.check_reserve()
         bounds = ReadBounds(
             until=self.source.current_wal_lsn(),
-            deadline=time.monotonic() + self.budget_s(),
+            deadline=time.monotonic() + self.budget.read_s(),
             max_changes=self.settings.window_max_changes,
             part_max_rows=self.settings.part_max_rows,
-            hard_deadline=self._time_left is not None,
+            hard_deadline=self.budget.time_left is not None,
             whole_budget=self.last_retries == 0,
         )
         pipeline = self.settings.pipeline
@@ -366,7 +325,7 @@ class Engine:
                 window_id=window_id,
                 max_lsn=read.last_commit_lsn.value if read.last_commit_lsn else 0,
                 guard=TimeGuard(
-                    self._time_left,
+                    self.budget.time_left,
                     self.settings.window_safety_margin_s,
                     self.settings.window_merge_reserve_s,
                 ),

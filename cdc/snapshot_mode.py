@@ -318,7 +318,7 @@ def _copy(
             engine.sink.connection, settings, settings.snowflake_swap_strategy
         ),
         pipeline=settings.pipeline,
-        deadline=time.monotonic() + engine.snapshot_budget_s(automatic),
+        deadline=time.monotonic() + engine.budget.snapshot_s(automatic),
         part_max_rows=settings.part_max_rows,
         progress=progress,
         on_table=on_table,

@@ -209,7 +209,7 @@ def test_snapshot_that_runs_out_of_time_says_so_and_leaves_everything(p: Pipelin
     tables(p, 200)
     p.engine.run_window()
     before = p.store.load()
-    p.engine._time_left = lambda: p.settings.window_safety_margin_s + 0.0  # no time left at all
+    p.engine.budget.time_left = lambda: p.settings.window_safety_margin_s + 0.0  # no time left at all
     result = p.engine.run_window(mode="snapshot")
     assert result.status == "snapshot_incomplete"
     assert any("cdc snapshot" in n for n in result.notes)
