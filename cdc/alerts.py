@@ -142,7 +142,6 @@ def window_metrics(
     base = [{"Name": "Pipeline", "Value": result.pipeline}]
     if slot_lag_bytes is None and result.slot is not None:
         slot_lag_bytes = result.slot.lag_bytes
-    failed = result.status in ("failed", "snapshot_incomplete")  # neither moved the pipeline on
     data: list[Datum] = [
         {
             "MetricName": "Windows",
@@ -150,7 +149,12 @@ def window_metrics(
             "Value": 1,
             "Unit": "Count",
         },
-        {"MetricName": "WindowFailures", "Dimensions": base, "Value": 1 if failed else 0, "Unit": "Count"},
+        {
+            "MetricName": "WindowFailures",
+            "Dimensions": base,
+            "Value": 1 if result.failure else 0,
+            "Unit": "Count",
+        },
         {"MetricName": "WindowDuration", "Dimensions": base, "Value": result.duration_s, "Unit": "Seconds"},
         {"MetricName": "BytesStaged", "Dimensions": base, "Value": result.bytes_staged, "Unit": "Bytes"},
         {"MetricName": "Retries", "Dimensions": base, "Value": retries, "Unit": "Count"},
@@ -250,7 +254,7 @@ class Alerts:
     ) -> None:
         """Dead-letter a failed window, then publish the metrics. Never raises for SQS/CloudWatch."""
         wlog = WindowLog(log, {"pipeline": result.pipeline, "window_id": result.window_id})
-        if result.status in ("failed", "snapshot_incomplete"):
+        if result.failure:
             self._dead_letter(result, checkpoint_lsn, wlog)
         risk = (
             result.slot.risk(self.slot_warn_safe_wal_bytes, self.slot_warn_retained_bytes)

@@ -69,7 +69,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 break
     finally:
         engine.close()
-    return 1 if result.status in ("failed", "snapshot_incomplete") else 0
+    return 1 if result.failure else 0
 
 
 # results after which another window would not get further: it would fail again, find the lease
@@ -100,7 +100,7 @@ def _follow(args: argparse.Namespace, engine: Any, alerts: Any, report_window: A
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         engine.close()
-    return 1 if last is not None and last.status in ("failed", "snapshot_incomplete") else 0
+    return 1 if last is not None and last.failure else 0
 
 
 def _describe(r: dict[str, Any]) -> str:

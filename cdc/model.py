@@ -284,6 +284,12 @@ class WindowResult:
     slot: SlotHealth | None = None  # the slot after the window
     lag_s: float | None = None  # seconds from the last applied commit to the end of the window
 
+    @property
+    def failure(self) -> bool:
+        """A failed window, or a snapshot that did not finish (every run would start it over):
+        neither moved the pipeline on, and each needs an operator (dead letter, exit code 1)."""
+        return self.status in ("failed", "snapshot_incomplete")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
