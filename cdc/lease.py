@@ -86,3 +86,34 @@ class LeaseKeeper:
                 continue
             with self._lock:
                 self._lease = renewed
+
+
+class HeldLease:
+    """The pipeline's lease, taken on entry (``LeaseHeld`` while another run holds it), kept alive by
+    a ``LeaseKeeper`` and released on exit: for a replay, rebuild or prune. ``fence`` is the
+    keeper's check, before each step that changes the target or the stage."""
+
+    def __init__(self, store: CheckpointStore, ttl_s: int, owner: str) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.owner = owner
+        self._lease: Lease | None = None
+        self._keeper: LeaseKeeper | None = None
+
+    def __enter__(self) -> HeldLease:
+        self._lease = self.store.acquire_lease(self.owner, self.ttl_s)
+        self._keeper = LeaseKeeper(self.store, self._lease, self.ttl_s).__enter__()
+        return self
+
+    def fence(self) -> None:
+        assert self._keeper is not None
+        self._keeper.check()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._keeper is not None:
+            self._keeper.__exit__(None, None, None)
+        try:
+            if self._lease is not None:
+                self.store.release_lease(self._lease)
+        except CdcError as error:  # it expires on its own
+            log.warning("could not release the lease: %s", error)

@@ -186,11 +186,11 @@ def prune(
     lease_ttl_s: int,
 ) -> dict[str, Any]:
     """Plan (and unless ``dry_run`` carry out, under the lease) the removal; the result object."""
-    from cdc.replay.run import Lease
+    from cdc.lease import HeldLease
 
     if dry_run:
         return _run(stage, store, pipeline, before, dry_run=True)
-    with Lease(store, lease_ttl_s, owner=f"cdc-prune-{uuid.uuid4().hex[:12]}"):
+    with HeldLease(store, lease_ttl_s, owner=f"cdc-prune-{uuid.uuid4().hex[:12]}"):
         return _run(stage, store, pipeline, before, dry_run=False)
 
 

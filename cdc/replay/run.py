@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.checkpoint import CheckpointStore
-from cdc.errors import CdcError, PermanentError
-from cdc.lease import LeaseKeeper
+from cdc.errors import PermanentError
+from cdc.lease import HeldLease
 from cdc.model import Lsn
 from cdc.progress import WorkProgress
 from cdc.replay.plan import (
@@ -160,7 +160,7 @@ def apply_windows(
     sink: Any,
     plan: Plan,
     progress: WorkProgress,
-    renew: Callable[[], None] | None = None,
+    fence: Callable[[], None] | None = None,
     floors: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply the planned windows in LSN order, reporting each to ``progress`` (windows, rows,
@@ -168,8 +168,8 @@ def apply_windows(
     done = []
     progress.start(len(plan.windows), sum(staged_rows(pw) for pw in plan.windows))
     for pw in plan.windows:
-        if renew is not None:
-            renew()
+        if fence is not None:
+            fence()
         applied = _apply_window(sink, pw, floors or {})
         rows = sum(v["loaded"] for v in applied.values())
         progress.advance(
@@ -208,33 +208,8 @@ def latest_snapshot_with(stage: Stage, pipeline: str, table: str) -> tuple[str, 
     )
 
 
-@dataclass
-class Lease:
-    """Holds the pipeline lease for the duration of a replay, rebuild or prune, kept alive by a
-    ``LeaseKeeper``; ``renew`` is the fence before each window (it raises once the lease is lost)."""
-
-    store: CheckpointStore
-    ttl_s: int
-    owner: str = field(default_factory=lambda: f"cdc-replay-{uuid.uuid4().hex[:12]}")
-    lease: Any = None
-    keeper: LeaseKeeper | None = None
-
-    def __enter__(self) -> Lease:
-        self.lease = self.store.acquire_lease(self.owner, self.ttl_s)  # LeaseHeld when live elsewhere
-        self.keeper = LeaseKeeper(self.store, self.lease, self.ttl_s).__enter__()
-        return self
-
-    def renew(self) -> None:
-        assert self.keeper is not None
-        self.keeper.check()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.keeper is not None:
-            self.keeper.__exit__(None, None, None)
-        try:
-            self.store.release_lease(self.lease)
-        except CdcError as error:  # it expires on its own
-            log.warning("could not release the lease: %s", error)
+def _replay_owner() -> str:
+    return f"cdc-replay-{uuid.uuid4().hex[:12]}"
 
 
 def replay(
@@ -259,7 +234,7 @@ def replay(
     )  # fmt: skip
     if dry_run:
         return run(None)
-    with Lease(store, settings.lease_ttl_s) as lease:
+    with HeldLease(store, settings.lease_ttl_s, owner=_replay_owner()) as lease:
 
         def apply(plan: Plan) -> list[dict[str, Any]]:
             # a table re-snapshotted at S holds its changes before S in that copy; later windows
@@ -267,7 +242,7 @@ def replay(
             checkpoint = store.load()
             raw = (checkpoint.extra.get("snapshot_lsns") or {}) if checkpoint else {}
             floors = {table: Lsn.parse(text).value for table, text in raw.items()}
-            return apply_windows(sink_factory(), plan, progress, lease.renew, floors)
+            return apply_windows(sink_factory(), plan, progress, lease.fence, floors)
 
         return run(apply)
 
@@ -365,12 +340,12 @@ def rebuild(
                 _rebuild_dict(table, manifest, entries, [pw.as_dict() for pw in plan.windows])
             )
         return {**out, "status": "dry_run"}
-    with Lease(store, settings.lease_ttl_s) as lease:
+    with HeldLease(store, settings.lease_ttl_s, owner=_replay_owner()) as lease:
         prepared = _prepare_rebuild(settings, stage, tables, allow_gaps)
         sink = sink_factory()
         loader = SnapshotLoader.from_settings(sink.connection, settings, settings.snowflake_swap_strategy)
         for table, prefix, manifest, entries, plan in prepared:
-            lease.renew()
+            lease.fence()
             staged = next(s for s in staged_tables(manifest) if s.table.qualified == table)
             loaded = loader.load(staged, f"{prefix}/{staged.stage_dir}", token=uuid.uuid4().hex[:10].upper())
             progress.note(
@@ -378,7 +353,7 @@ def rebuild(
                 f"into {loaded.target}"
             )
             floor = {table: Lsn(int(manifest["lsn_int"])).value}  # the copy just loaded holds the rest
-            windows = apply_windows(sink, plan, progress, lease.renew, floor)
+            windows = apply_windows(sink, plan, progress, lease.fence, floor)
             out["tables"].append(_rebuild_dict(table, manifest, entries, windows))
     return {**out, "status": "rebuilt"}
 
