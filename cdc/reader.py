@@ -41,8 +41,12 @@ class WindowRead:
     end: Lsn  # restart position after this window
     last_commit_lsn: Lsn | None
     last_commit_ts: str | None = None  # commit time of the last transaction read (UTC text)
+    # transactions that carried changes of the replicated tables; ``commits`` counts every commit
+    # read, also those of transactions with nothing for this pipeline (an autovacuum's, another
+    # schema's), which still move the window's end
     transactions: int = 0
     changes: int = 0
+    commits: int = 0
     stop_reason: str = "caught_up"
     caught_up: bool = False
     skipped_tables: set[str] = field(default_factory=set)
@@ -153,8 +157,10 @@ class WindowReader:
                     txn = None
                     if self._truncating:
                         self._settle_truncates(read)
-                    read.transactions += 1
-                    read.changes += in_txn_changes
+                    read.commits += 1
+                    if in_txn_changes:
+                        read.transactions += 1
+                        read.changes += in_txn_changes
                     read.end = message.end_lsn
                     read.last_commit_lsn = message.commit_lsn
                     read.last_commit_ts = message.commit_ts
@@ -202,7 +208,7 @@ class WindowReader:
         window reads it); a transaction that alone outlasts an invocation's whole budget raises. A
         retry late in an invocation (``whole_budget`` false) ends without it: the next invocation
         reads it with its whole budget."""
-        if read.transactions or (bounds.hard_deadline and not bounds.whole_budget):
+        if read.commits or (bounds.hard_deadline and not bounds.whole_budget):
             read.stop_reason = "time_budget"
             return True
         if bounds.hard_deadline:

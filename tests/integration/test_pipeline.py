@@ -128,7 +128,8 @@ def test_lambda_handler_runs_one_window_from_environment(stack: Any, monkeypatch
     try:
         with p.conn.cursor() as cur:
             cur.execute(
-                f"CREATE SCHEMA {p.schema}; CREATE TABLE {p.schema}.items (id int PRIMARY KEY, v text)"
+                f"CREATE SCHEMA {p.schema}; CREATE TABLE {p.schema}.items (id int PRIMARY KEY, v text); "
+                f"CREATE TABLE {p.schema}.other (id int PRIMARY KEY)"
             )
         p.conn.commit()
         env = {
@@ -174,6 +175,13 @@ def test_lambda_handler_runs_one_window_from_environment(stack: Any, monkeypatch
             cur.execute(f"INSERT INTO {p.schema}.items VALUES (1, 'a'), (2, 'b')")
             cur.execute(f"UPDATE {p.schema}.items SET v = 'c' WHERE id = 2")
             cur.execute(f"DELETE FROM {p.schema}.items WHERE id = 1")
+        p.conn.commit()
+        # transactions with nothing for the pipeline: a table outside its set, an empty one
+        with p.conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {p.schema}.other VALUES (1)")
+        p.conn.commit()
+        with p.conn.cursor() as cur:
+            cur.execute("SELECT txid_current()")
         p.conn.commit()
         second = lambda_handler.handler(event, Context())
         json.dumps(second)  # JSON-serialisable
