@@ -190,7 +190,12 @@ def test_wal2json_slot_decodes_an_insert_and_is_dropped(stack: Any) -> None:
         cur.execute(
             "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL, 'format-version', '2')", (tag,)
         )
-        assert [json.loads(row[0]) for row in cur.fetchall()] == [
+        messages = [json.loads(row[0]) for row in cur.fetchall()]
+        # commits of other sessions (an autovacuum's ANALYZE) come as a B and a C with nothing between
+        bare = {
+            i for i in range(len(messages) - 1) if messages[i : i + 2] == [{"action": "B"}, {"action": "C"}]
+        }
+        assert [m for i, m in enumerate(messages) if i not in bare and i - 1 not in bare] == [
             {"action": "B"},
             {
                 "action": "I", "schema": tag, "table": "t",

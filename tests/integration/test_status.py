@@ -160,10 +160,14 @@ def test_status_after_a_few_windows_matches_checkpoint_slot_and_target(p: Pipeli
     assert list(tables) == sorted(f"{p.schema}.{t}" for t in TABLES)
     items, other, quiet = (target(p, n) for n in ("items", "other", "quiet"))
     assert [len(items), len(other), len(quiet)] == [9, 5, 5]
+    # the final window's one transaction changed both; a commit of another session (an
+    # autovacuum's) may have come after it, and then is the window's last commit
+    newest_lsn = str(Lsn(max(r["_CDC_LSN"] for r in items)))
+    assert Lsn.parse(newest_lsn) <= Lsn.parse(last_commit)
     for name, rows in (("items", items), ("other", other)):
         row = tables[f"{p.schema}.{name}"]
         assert row["state"] == "replicating" and row["target_rows"] == len(rows)
-        assert row["last_applied_lsn"] == last_commit == row["target_max_lsn"]
+        assert row["last_applied_lsn"] == newest_lsn == row["target_max_lsn"]
         assert row["last_window_id"] == final.window_id
         newest = max(rows, key=lambda r: r["_CDC_LSN"])
         assert datetime.fromisoformat(row["last_commit_ts"]) == newest["_CDC_COMMIT_TS"]
@@ -184,4 +188,4 @@ def test_status_after_a_few_windows_matches_checkpoint_slot_and_target(p: Pipeli
         in "\n".join(lines)
     )
     row = next(line for line in lines if line.startswith(f"  {p.schema}.items "))
-    assert row.split()[:4] == [f"{p.schema}.items", "replicating", "9", last_commit]
+    assert row.split()[:4] == [f"{p.schema}.items", "replicating", "9", newest_lsn]
