@@ -303,3 +303,35 @@ def test_a_retry_late_in_an_invocation_leaves_a_large_transaction_to_the_next_on
     assert list((tmp_path / "False").rglob("*.parquet")), "the read ended before the transaction began"
     with pytest.raises(TransactionTooLarge, match="more changes than this invocation can read"):
         read(whole_budget=True)
+
+
+def test_a_table_only_a_cut_off_transaction_changed_is_not_staged(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A window that ends inside a transaction leaves that transaction's rows out of the MERGE: a
+    table nothing else changed has nothing to apply, and gets no COPY and no MERGE."""
+    invoke(p, monkeypatch, RunningDownContext(900))
+    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.u VALUES (1, 'before')")
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+        start = Lsn.parse(cur.fetchone()[0])
+    p.conn.commit()
+    with p.conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {p.schema}.t SELECT i, 0, {values} FROM generate_series(0, 29999) i")
+    p.conn.commit()
+    source = p.engine.source
+    catalog = source.catalog()
+    bounds = ReadBounds(
+        until=source.current_wal_lsn(),
+        deadline=time.monotonic() + 0.2,  # ends inside the insert into t (as in the tests above)
+        max_changes=10**9,
+        part_max_rows=1000,
+    )
+    read = WindowReader(source, catalog, lambda table: {}).read(start, tmp_path, bounds)
+    assert (read.stop_reason, read.transactions, read.changes) == ("time_budget", 1, 1)
+    assert [(s.table.name, s.rows, s.ops) for s in read.staged] == [
+        ("u", 1, {"I": 1, "U": 0, "D": 0, "T": 0})
+    ]
+    cut = list((tmp_path / catalog.tables[(p.schema, "t")].stage_dir).rglob("*.parquet"))
+    assert cut, "the read ended before the insert into t began"
