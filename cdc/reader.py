@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class WindowRead:
     skipped_tables: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     stopped: dict[str, str] = field(default_factory=dict)  # table -> why it stopped in this window
+    # the transaction the window ended inside (its commit LSN, its changes read): the next reads it
+    cut_off: tuple[Lsn, int] | None = None
 
 
 @dataclass
@@ -199,6 +202,10 @@ class WindowReader:
             if read.last_commit_lsn
             else []
         )
+        kept = {s.stage_dir for s in read.staged}
+        for s in staged:  # nothing of these is applied: their parts are not uploaded
+            if s.stage_dir not in kept:
+                shutil.rmtree(spool / s.stage_dir, ignore_errors=True)
         return read
 
     @staticmethod
@@ -209,7 +216,7 @@ class WindowReader:
         retry late in an invocation (``whole_budget`` false) ends without it: the next invocation
         reads it with its whole budget."""
         if read.commits or (bounds.hard_deadline and not bounds.whole_budget):
-            read.stop_reason = "time_budget"
+            read.stop_reason, read.cut_off = "time_budget", (txn.commit_lsn, in_txn_changes)
             return True
         if bounds.hard_deadline:
             raise TransactionTooLarge(
