@@ -78,15 +78,28 @@ def invoke(p: Pipeline, monkeypatch: pytest.MonkeyPatch, context: Any, **setting
     return result
 
 
+def insert_wide(cur: Any, schema: str, first: int, last: int) -> None:
+    """Insert ids first..last into t in the open transaction: column txn is id / ROWS_PER_TXN and
+    column ci is 'ci-<id>' (what ``wide_target`` checks)."""
+    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
+    cur.execute(
+        f"INSERT INTO {schema}.t SELECT i, i / {ROWS_PER_TXN}, {values} FROM generate_series(%s, %s) i",
+        (first, last),
+    )
+
+
+def insert_position(cur: Any) -> Lsn:
+    """Where the WAL is written now, inside the open transaction: a read that starts there reads
+    the transaction whole, and skips every commit before."""
+    cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+    return Lsn.parse(cur.fetchone()[0])
+
+
 def workload(p: Pipeline) -> None:
     """TRANSACTIONS transactions; transaction k inserts ids k*ROWS_PER_TXN.. into t."""
-    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
     with p.conn.cursor() as cur:
         for k in range(TRANSACTIONS):
-            cur.execute(
-                f"INSERT INTO {p.schema}.t SELECT i, %s, {values} FROM generate_series(%s, %s) i",
-                (k, k * ROWS_PER_TXN, (k + 1) * ROWS_PER_TXN - 1),
-            )
+            insert_wide(cur, p.schema, k * ROWS_PER_TXN, (k + 1) * ROWS_PER_TXN - 1)
             cur.execute(f"INSERT INTO {p.schema}.u VALUES (%s, %s)", (k, f"txn {k}"))
             p.conn.commit()
 
@@ -204,12 +217,9 @@ def test_a_transaction_longer_than_any_invocation_fails_clearly_and_a_run_withou
 ) -> None:
     invoke(p, monkeypatch, RunningDownContext(900))
     before = p.store.load()
-    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
     rows = 6 * ROWS_PER_TXN  # one transaction: more than the read budget below can ever hold
     with p.conn.cursor() as cur:
-        cur.execute(
-            f"INSERT INTO {p.schema}.t SELECT i, i / {ROWS_PER_TXN}, {values} FROM generate_series(0, {rows - 1}) i"
-        )
+        insert_wide(cur, p.schema, 0, rows - 1)
     p.conn.commit()
     apply_margin, read_s = 30, 0.2
     for _ in range(3):
@@ -276,13 +286,10 @@ def test_a_retry_late_in_an_invocation_leaves_a_large_transaction_to_the_next_on
     invoke(p, monkeypatch, RunningDownContext(900))
     checkpoint = p.store.load()
     assert checkpoint is not None
-    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
     with p.conn.cursor() as cur:
-        cur.execute(f"INSERT INTO {p.schema}.t SELECT i, 0, {values} FROM generate_series(0, 29999) i")
-        # the reads start here, before the transaction's commit (so they read it whole) and after
-        # every commit of another session (an autovacuum's) but one in the moment before it
-        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
-        start = Lsn.parse(cur.fetchone()[0])
+        insert_wide(cur, p.schema, 0, 29999)
+        # the reads start here: commits of other sessions (an autovacuum's) before it do not count
+        start = insert_position(cur)
     p.conn.commit()
     assert start > checkpoint.lsn
     source = p.engine.source
@@ -316,14 +323,12 @@ def test_a_table_only_a_cut_off_transaction_changed_is_not_staged(
     """A window that ends inside a transaction leaves that transaction's rows out of the MERGE: a
     table nothing else changed has nothing to apply, and gets no COPY and no MERGE."""
     invoke(p, monkeypatch, RunningDownContext(900))
-    values = ", ".join(f"'c{i}-' || i" for i in range(WIDE))
     with p.conn.cursor() as cur:
         cur.execute(f"INSERT INTO {p.schema}.u VALUES (1, 'before')")
-        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
-        start = Lsn.parse(cur.fetchone()[0])
+        start = insert_position(cur)
     p.conn.commit()
     with p.conn.cursor() as cur:
-        cur.execute(f"INSERT INTO {p.schema}.t SELECT i, 0, {values} FROM generate_series(0, 29999) i")
+        insert_wide(cur, p.schema, 0, 29999)
     p.conn.commit()
     source = p.engine.source
     catalog = source.catalog()
