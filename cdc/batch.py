@@ -194,7 +194,7 @@ class _TableBuffer:
             stage_dir=self.table.stage_dir,
             files=tuple(self.files),
             rows=0 if cut else self.rows,
-            ops=dict(self.ops),
+            ops={**self.ops, "T": len(committed)},  # a TRUNCATE past max_lsn is counted by the next window
             truncate=committed[-1] if committed else None,
             columns_as_text=tuple(
                 col.name for col, m in zip(self.table.columns, self.mappings, strict=True) if not m.exact

@@ -175,3 +175,18 @@ def file_digest(path: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
+
+
+def rows_past(directory: Path, files: Sequence[StagedFile], max_lsn: int) -> tuple[int, dict[str, int]]:
+    """The rows of the parts in ``directory`` committed past ``max_lsn`` (a transaction a window cut
+    off at its end), and the changes they stand for by operation: an insert, an update or a delete
+    each emit one row of their own ``_CDC_OP``, but a key change emits a delete and the moved row."""
+    rows, ops = 0, {"I": 0, "U": 0, "D": 0}
+    for f in files:
+        part = pq.read_table(directory / f.name, columns=["_CDC_LSN", "_CDC_OP", "_CDC_MOVED"])
+        past = part.filter(pc.greater(part["_CDC_LSN"], max_lsn))
+        rows += past.num_rows
+        for item in pc.value_counts(past["_CDC_OP"]).to_pylist():
+            ops[item["values"]] += item["counts"]
+        ops["D"] -= pc.sum(past["_CDC_MOVED"]).as_py() or 0
+    return rows, ops

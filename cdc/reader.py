@@ -14,13 +14,16 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from cdc.batch import StagedTable, WindowWriter
 from cdc.errors import SchemaError, SourceError, TransactionTooLarge, UnknownColumn
 from cdc.model import Begin, Commit, Lsn, TableSchema
+from cdc.parts import rows_past
 from cdc.source.catalog import Catalog
 from cdc.source.slot import StreamPosition
 from cdc.source.wal2json import RowChange
@@ -202,6 +205,8 @@ class WindowReader:
             if read.last_commit_lsn
             else []
         )
+        if read.cut_off is not None and read.last_commit_lsn is not None:
+            read.staged = [_committed(s, spool, read.last_commit_lsn.value) for s in read.staged]
         kept = {s.stage_dir for s in read.staged}
         for s in staged:  # nothing of these is applied: their parts are not uploaded
             if s.stage_dir not in kept:
@@ -379,3 +384,15 @@ def _names(tables: set[tuple[str, str]] | frozenset[tuple[str, str]], shown: int
     names = sorted(f"{s}.{t}" for s, t in tables)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+def _committed(staged: StagedTable, spool: Path, max_lsn: int) -> StagedTable:
+    """``staged`` counted without the rows of the transaction the window cut off: the next window
+    reads and counts them (the metrics would count them twice)."""
+    try:
+        rows, ops = rows_past(spool / staged.stage_dir, staged.files, max_lsn)
+    except (OSError, pa.ArrowException) as exc:  # only the counts are at stake: never fail the window
+        log.warning("cannot count a part's rows", extra={"table": staged.table.qualified, "error": str(exc)})
+        return staged
+    counted = {op: n - ops.get(op, 0) for op, n in staged.ops.items()}
+    return replace(staged, rows=staged.rows - rows, ops=counted)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ SAFETY_S = 1
 TRANSACTIONS = 12
 ROWS_PER_TXN = 5000
 WIDE = 40
+OPS = {"I": 0, "U": 0, "D": 0, "T": 0}
 
 
 class RunningDownContext:
@@ -317,6 +319,36 @@ def test_a_retry_late_in_an_invocation_leaves_a_large_transaction_to_the_next_on
         read(whole_budget=True)
 
 
+def read_into_the_last_transaction(
+    p: Pipeline,
+    start: Lsn,
+    tmp_path: Any,
+    counts: tuple[int, int],
+    staged: list[tuple[str, int, dict[str, int]]],
+) -> tuple[Any, Path]:
+    """A read from ``start`` that ends inside the last transaction, after the others: the read, its
+    spool. Each try checks (transactions, changes) and (table, rows, ops) of what it staged: only
+    what committed before the last transaction counts."""
+    source = p.engine.source
+    catalog = source.catalog()
+    # the read's time starts before the replication connection is set up: a busy machine may need more
+    for budget_s in (0.2, 0.3, 0.4):
+        spool = tmp_path / str(budget_s)
+        bounds = ReadBounds(
+            until=source.current_wal_lsn(),
+            deadline=time.monotonic() + budget_s,
+            max_changes=10**9,
+            part_max_rows=1000,
+        )
+        read = WindowReader(source, catalog, lambda table: {}).read(start, spool, bounds)
+        assert (read.stop_reason, read.transactions, read.changes) == ("time_budget", *counts)
+        assert [(s.table.name, s.rows, s.ops) for s in read.staged] == staged
+        if read.cut_off is not None:
+            assert read.cut_off[1] > 0  # rows of the last transaction were read, and written to parts
+            return read, spool
+    pytest.fail("every read ended before the last transaction began")
+
+
 def test_a_table_only_a_cut_off_transaction_changed_is_not_staged(
     p: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -330,27 +362,34 @@ def test_a_table_only_a_cut_off_transaction_changed_is_not_staged(
     with p.conn.cursor() as cur:
         insert_wide(cur, p.schema, 0, 29999)
     p.conn.commit()
-    source = p.engine.source
-    catalog = source.catalog()
-    # the read must end inside the insert into t, after the commit into u: its time starts before
-    # the replication connection is set up, so a busy machine may need a longer one
-    for budget_s in (0.2, 0.3, 0.4):
-        spool = tmp_path / str(budget_s)
-        bounds = ReadBounds(
-            until=source.current_wal_lsn(),
-            deadline=time.monotonic() + budget_s,
-            max_changes=10**9,
-            part_max_rows=1000,
-        )
-        read = WindowReader(source, catalog, lambda table: {}).read(start, spool, bounds)
-        assert (read.stop_reason, read.transactions, read.changes) == ("time_budget", 1, 1)
-        assert [(s.table.name, s.rows, s.ops) for s in read.staged] == [
-            ("u", 1, {"I": 1, "U": 0, "D": 0, "T": 0})
-        ]
-        if read.cut_off is not None:
-            break
-    else:
-        pytest.fail("every read ended before the insert into t began")
-    assert read.cut_off[1] > 0  # rows of t were read, and written to parts ...
-    assert not (spool / catalog.tables[(p.schema, "t")].stage_dir).exists()  # ... which are not uploaded
+    _, spool = read_into_the_last_transaction(p, start, tmp_path, (1, 1), [("u", 1, OPS | {"I": 1})])
+    catalog = p.engine.source.catalog()
+    assert not (spool / catalog.tables[(p.schema, "t")].stage_dir).exists()  # its parts are not uploaded
     assert list((spool / catalog.tables[(p.schema, "u")].stage_dir).glob("*.parquet"))
+
+
+def test_a_window_cut_off_inside_a_transaction_counts_only_what_it_applies(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The rows and changes a window reports (and the metrics publish) leave out the transaction it
+    cut off, which the next window reads and counts whole."""
+    invoke(p, monkeypatch, RunningDownContext(900))
+    key_change, delete = (
+        f"UPDATE {p.schema}.t SET id = id + 10 WHERE id = %s",
+        f"DELETE FROM {p.schema}.t WHERE id = %s",
+    )
+    with p.conn.cursor() as cur:
+        insert_wide(cur, p.schema, 100_000, 100_004)
+        start = insert_position(cur)
+        cur.execute(key_change, (100_000,))  # a delete row and the moved row
+        cur.execute(delete, (100_004,))
+    p.conn.commit()
+    with p.conn.cursor() as cur:  # the same operations first in the transaction the read cuts off
+        cur.execute(key_change, (100_001,))
+        cur.execute(delete, (100_003,))
+        insert_wide(cur, p.schema, 0, 29999)
+    p.conn.commit()
+    read, _ = read_into_the_last_transaction(
+        p, start, tmp_path, (1, 7), [("t", 8, OPS | {"I": 5, "U": 1, "D": 1})]
+    )
+    assert read.cut_off[1] > 2  # the cut-off key change and delete were read
