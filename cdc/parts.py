@@ -183,6 +183,8 @@ def rows_past(directory: Path, files: Sequence[StagedFile], max_lsn: int) -> tup
     each emit one row of their own ``_CDC_OP``, but a key change emits a delete and the moved row."""
     rows, ops = 0, {"I": 0, "U": 0, "D": 0}
     for f in files:
+        if _lsn_at_most(pq.read_metadata(directory / f.name), max_lsn):
+            continue  # its statistics say so: all but the last parts, as a rule
         part = pq.read_table(directory / f.name, columns=["_CDC_LSN", "_CDC_OP", "_CDC_MOVED"])
         past = part.filter(pc.greater(part["_CDC_LSN"], max_lsn))
         rows += past.num_rows
@@ -190,3 +192,16 @@ def rows_past(directory: Path, files: Sequence[StagedFile], max_lsn: int) -> tup
             ops[item["values"]] += item["counts"]
         ops["D"] -= pc.sum(past["_CDC_MOVED"]).as_py() or 0
     return rows, ops
+
+
+def _lsn_at_most(meta: pq.FileMetaData, max_lsn: int) -> bool:
+    """Whether every row group's ``_CDC_LSN`` statistics show it at most ``max_lsn``."""
+    if not meta.num_row_groups:
+        return True
+    leaves = meta.row_group(0)
+    column = [leaves.column(j).path_in_schema for j in range(meta.num_columns)].index("_CDC_LSN")
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.max > max_lsn:
+            return False
+    return True

@@ -192,6 +192,8 @@ class WindowReader:
             stream.close()
             if gc_was_enabled:
                 gc.enable()
+        if txn is not None:  # ended inside it (time up, a schema change): the next window reads it
+            read.cut_off = (txn.commit_lsn, in_txn_changes)
         if read.skipped_tables:
             log.debug(
                 "changes of tables outside the replicated set skipped",
@@ -221,7 +223,7 @@ class WindowReader:
         retry late in an invocation (``whole_budget`` false) ends without it: the next invocation
         reads it with its whole budget."""
         if read.commits or (bounds.hard_deadline and not bounds.whole_budget):
-            read.stop_reason, read.cut_off = "time_budget", (txn.commit_lsn, in_txn_changes)
+            read.stop_reason = "time_budget"
             return True
         if bounds.hard_deadline:
             raise TransactionTooLarge(
@@ -395,4 +397,5 @@ def _committed(staged: StagedTable, spool: Path, max_lsn: int) -> StagedTable:
         log.warning("cannot count a part's rows", extra={"table": staged.table.qualified, "error": str(exc)})
         return staged
     counted = {op: n - ops.get(op, 0) for op, n in staged.ops.items()}
-    return replace(staged, rows=staged.rows - rows, ops=counted)
+    # (``rows`` may be 0 already: a table whose every row is past max_lsn, staged for its TRUNCATE)
+    return replace(staged, rows=sum(f.rows for f in staged.files) - rows, ops=counted)

@@ -568,17 +568,3 @@ def test_key_order_differing_from_column_order_keeps_origin_types(tmp_path: Path
         ("D", 1, None, None),
         ("U", 2, 1, "x"),
     ]
-
-
-@pytest.mark.parametrize(("max_lsn", "rows"), [(None, 3), (20, 3), (19, 3), (10, 3), (9, 0)])
-def test_a_table_whose_rows_are_all_past_the_last_commit_stages_no_rows(
-    tmp_path: Path, max_lsn: int | None, rows: int
-) -> None:
-    """Rows come in commit order: a table's first row past the window's last commit means every
-    row of it belongs to the transaction the window cut off (the MERGE would apply none)."""
-    writer = WindowWriter(tmp_path, schema_for, part_max_rows=2)
-    for i, commit in enumerate((10, 20, 20)):
-        insert = Change(op="I", schema="public", table="cdc_t1", lsn=Lsn(i), values={"id": i, "note": "a"})
-        writer.add(insert, Lsn(commit), "2026-01-01 00:00:00+00")
-    [staged] = writer.close(max_lsn)
-    assert (staged.rows, len(staged.files)) == (rows, 2)
