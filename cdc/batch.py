@@ -117,7 +117,6 @@ class _TableBuffer:
         self.files: list[StagedFile] = []
         self.parts = 0  # parts started (a part is added to ``files`` once written)
         self.taken = 0  # rows that left ``waiting`` for a part
-        self.first_lsn: int | None = None  # commit LSN of its first row (rows come in commit order)
         self.ops = {"I": 0, "U": 0, "D": 0, "T": 0}  # inserts counted as they leave ``waiting``
         # (commit LSN, seq) of each TRUNCATE, in stream order: the staged one is the last of those
         # committed within the window (a transaction the window cuts off is read again, whole, later)
@@ -177,8 +176,6 @@ class _TableBuffer:
         flat, self.waiting = self.waiting, []
         columns = [flat[i :: self.width] for i in range(self.width)]
         del flat
-        if not self.taken:  # (``_flush`` takes no empty buffer)
-            self.first_lsn = columns[len(self.names)][0]  # _CDC_LSN, the first of META_COLUMNS
         self.taken += len(columns[0])
         self.ops["I"] += columns[self.op_index].count("I")  # each insert emits one "I" row, nothing else does
         if resolver is not None:  # NaN/Infinity that wal2json sent as null: read them at the source
@@ -188,12 +185,11 @@ class _TableBuffer:
 
     def staged(self, max_lsn: int | None) -> StagedTable:
         committed = [t for t in self.truncates if max_lsn is None or t[0] <= max_lsn]
-        cut = max_lsn is not None and (self.first_lsn or 0) > max_lsn  # rows all of a cut-off transaction
         return StagedTable(
             table=self.table,
             stage_dir=self.table.stage_dir,
             files=tuple(self.files),
-            rows=0 if cut else self.rows,
+            rows=self.rows,
             ops={**self.ops, "T": len(committed)},  # a TRUNCATE past max_lsn is counted by the next window
             truncate=committed[-1] if committed else None,
             columns_as_text=tuple(

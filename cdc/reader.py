@@ -200,6 +200,8 @@ class WindowReader:
                 extra={"tables": sorted(read.skipped_tables)},
             )
         staged = writer.close(read.last_commit_lsn.value if read.last_commit_lsn else 0)
+        if read.cut_off is not None and read.last_commit_lsn is not None:
+            staged = [_committed(s, spool, read.last_commit_lsn.value) for s in staged]
         # Rows of a transaction cut off at the window end stay in the parts; the MERGE filters them
         # with max_lsn (their commit LSN lies past the window's last commit).
         read.staged = (
@@ -207,8 +209,6 @@ class WindowReader:
             if read.last_commit_lsn
             else []
         )
-        if read.cut_off is not None and read.last_commit_lsn is not None:
-            read.staged = [_committed(s, spool, read.last_commit_lsn.value) for s in read.staged]
         kept = {s.stage_dir for s in read.staged}
         for s in staged:  # nothing of these is applied: their parts are not uploaded
             if s.stage_dir not in kept:
@@ -390,12 +390,12 @@ def _names(tables: set[tuple[str, str]] | frozenset[tuple[str, str]], shown: int
 
 def _committed(staged: StagedTable, spool: Path, max_lsn: int) -> StagedTable:
     """``staged`` counted without the rows of the transaction the window cut off: the next window
-    reads and counts them (the metrics would count them twice)."""
+    reads and counts them (the metrics would count them twice). A table with no rows left, and no
+    TRUNCATE, has nothing to apply: it is not staged."""
     try:
         rows, ops = rows_past(spool / staged.stage_dir, staged.files, max_lsn)
     except (OSError, pa.ArrowException) as exc:  # only the counts are at stake: never fail the window
         log.warning("cannot count a part's rows", extra={"table": staged.table.qualified, "error": str(exc)})
         return staged
     counted = {op: n - ops.get(op, 0) for op, n in staged.ops.items()}
-    # (``rows`` may be 0 already: a table whose every row is past max_lsn, staged for its TRUNCATE)
-    return replace(staged, rows=sum(f.rows for f in staged.files) - rows, ops=counted)
+    return replace(staged, rows=staged.rows - rows, ops=counted)
